@@ -1,0 +1,12 @@
+"""smpl_jax: SMPL linear blend skinning in JAX, model-file loaders, and an openly licensed default body.
+
+Public names::
+
+    smpl_jax.load(path_or_name, num_betas=10) -> BodyModel
+    smpl_jax.forward(model, pose, betas, transl=None) -> BodyOutput(vertices, joints)
+    smpl_jax.rotations.{axis_angle_to_matrix, matrix_to_axis_angle, rot6d_to_matrix, matrix_to_rot6d, ...}
+    python -m smpl_jax.build_default --out DIR
+"""
+from smpl_jax import rotations
+
+__all__ = ["rotations"]
