@@ -194,7 +194,9 @@ def aggregate_weights(src: AnnySource):
     agg = np.zeros((len(src.bone_labels), 24))
     for b, j in owner.items():
         agg[src.bone_labels.index(b), j] = 1.0
-    return src.bone_weights @ agg
+    # Anny's weights carry float noise (~-1e-10); SMPL tools expect a convex combination.
+    weights = np.clip(src.bone_weights @ agg, 0.0, None)
+    return weights / weights.sum(1, keepdims=True)
 
 
 def mirror_map(verts, tol=2e-3):
