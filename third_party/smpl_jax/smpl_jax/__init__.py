@@ -7,6 +7,8 @@ Public names::
     smpl_jax.rotations.{axis_angle_to_matrix, matrix_to_axis_angle, rot6d_to_matrix, matrix_to_rot6d, ...}
     python -m smpl_jax.build_default --out DIR
 """
-from smpl_jax import rotations
+from smpl_jax import joint_sets, rotations
+from smpl_jax.body_model import BodyModel, BodyOutput, forward
+from smpl_jax.io import load
 
-__all__ = ["rotations"]
+__all__ = ["BodyModel", "BodyOutput", "forward", "joint_sets", "load", "rotations"]
