@@ -176,3 +176,23 @@ def test_preview_picture_is_written(tmp_path):
 def test_unknown_body_name_lists_the_valid_ones():
     with pytest.raises(ValueError, match="default-small"):
         smpl_jax.load("defualt")
+
+
+def test_smplx_reads_the_written_pkl_and_agrees(tmp_path, fwd):
+    torch = pytest.importorskip("torch")
+    smplx = pytest.importorskip("smplx")
+    path = default_body.write_official_pkl("default-small", tmp_path)
+    smplx_names = ["nose", "reye", "leye", "rear", "lear", "LBigToe", "LSmallToe", "LHeel", "RBigToe",
+                   "RSmallToe", "RHeel"] + [h + f for h in "lr" for f in ("thumb", "index", "middle", "ring", "pinky")]
+    ids = default_body.load_arrays("default-small")["vertex_joint_ids"]
+    ref_model = smplx.SMPL(model_path=path, num_betas=10, batch_size=4,
+                           vertex_ids=dict(zip(smplx_names, map(int, ids))))
+    rng = np.random.default_rng(4)
+    pose = rng.normal(0, 0.5, (4, 24, 3)).astype(np.float32)
+    betas = rng.normal(0, 1, (4, 10)).astype(np.float32)
+    t = lambda x: torch.tensor(x)  # noqa: E731
+    with torch.no_grad():
+        ref = ref_model(global_orient=t(pose[:, 0]), body_pose=t(pose[:, 1:].reshape(4, -1)), betas=t(betas))
+    out = fwd(smpl_jax.load("default-small"), pose, betas, extra_joints=("vertex21",))
+    np.testing.assert_allclose(out.vertices, ref.vertices.numpy(), atol=1e-5)
+    np.testing.assert_allclose(out.joints, ref.joints.numpy(), atol=1e-5)
