@@ -281,6 +281,20 @@ def test_grad_of_translation_is_exact(small_model):
     np.testing.assert_allclose(g(transl), np.full((B, 3), small_model.num_vertices), rtol=1e-6)
 
 
+def test_forward_mode_with_plain_autodiff_matches_the_fast_reverse_mode(small_model):
+    pose, betas, transl = random_inputs(13, batch=2)
+
+    def joints(b, fast):
+        out = smpl_jax.forward(small_model, pose[:2], b, transl[:2], extra_joints=("vertex21",),
+                               fast_vjp=fast)
+        return out.joints + out.vertices[:, :3].mean(1, keepdims=True)
+
+    forward_jac = jax.jit(jax.jacfwd(lambda b: joints(b, False)))(betas[:2])
+    reverse_jac = jax.jit(jax.jacrev(lambda b: joints(b, True)))(betas[:2])
+    np.testing.assert_allclose(forward_jac, reverse_jac, rtol=1e-4, atol=1e-6)
+    assert np.abs(forward_jac).max() > 1e-3
+
+
 def _force_small_chunks(monkeypatch, batch):
     """Skin in 128-vertex chunks (the last one shifted to overlap its predecessor)."""
     monkeypatch.setattr(body_model, "_CHUNK_BYTES", 48 * batch * 128)
