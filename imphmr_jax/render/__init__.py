@@ -1,0 +1,2 @@
+"""Rendering: mesh rasterizer and volume rendering."""
+from imphmr_jax.render import volume
