@@ -60,7 +60,7 @@ def main():
     print(f"batch {args.batch}, median of {args.iters}, compile and warm-up excluded\n")
     rows = []
     B, tile = args.batch, args.tile
-    for name, h in [("default-small", 128), ("default", 224)]:
+    for name, h in [("default-small", 128), ("default", 128), ("default", 224)]:
         v, f = bodies(name, B)
         k = jnp.array([1.5 * h, 1.5 * h, h / 2, h / 2])
         budget = int(R.required_tiles(v, f, k, h, h, tile=tile) * 1.25)

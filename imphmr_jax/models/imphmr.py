@@ -1,0 +1,285 @@
+"""ImpHMR (Sec. 3.3, Fig. 2) and its two ablation baselines (Sec. 4.2, supp. 6.1) as one linen module.
+
+variant 'imphmr' (spec section 1):
+  image --g (ResNet)--> z (B, h0, w0, C) --A (ForegroundAttention)--> z_fg (B, C)
+  for every view φ: rays of the map_size x map_size view camera (geometry.views.view_rays),
+  samples x = o + d·r, (σ, f) = h(γ(x), γ(r), z_fg) (FeatureField), eq. 4 integration
+  (render.volume.integrate) -> f_φ (map_size, map_size, M_f) --AGG--> z_φ (M_f) --R--> Θ_φ,
+  and the geometric guidance branch S_φ = D(f_φ) (SilhouetteDecoder).
+variant 'baseline': SPIN's architecture, g -> global average pool -> R. No attention, no field, no
+  decoder; views are ignored (one output view).
+variant 'ptn': Baseline-PTN. The feature field is replaced by PTN's decoder (Yan et al. 2016): a
+  volume generator turns z_fg into an explicit R x R x R x M_f feature volume (R = 4 as in the
+  paper); a perspective transformer samples that volume trilinearly along the rays of view φ (the
+  same view camera as ImpHMR, i.e. the volume resampled on the rotated view frustum) and projects by
+  a max over depth, since the volume has no density (supp. 6.1). AGG, R and D as in ImpHMR. Our
+  reading of the unspecified parts [INF]: the generator is one linear layer z_fg -> R³ x ptn_hidden,
+  ReLU, and a per-voxel linear layer ptn_hidden -> M_f (a single z_fg -> R³·M_f layer would hold
+  2048·64·2048 ≈ 268M weights); the volume spans the cube [-ptn_extent, ptn_extent]³ of the body
+  frame, voxel centres at the cell centres, zero outside (grid_sample's zero padding); the depth
+  samples are the camera's `num_samples` evenly spaced depths in [near, far], never jittered.
+
+Every view of every image is rendered in one batched call (B·V·H·W·S points through one MLP); there
+is no Python loop over views or pixels. φ enters only through cos/sin, so φ and φ + 2π render the
+same map up to float rounding of the input angle. Inference uses φ = 0 (the input view).
+"""
+import dataclasses
+from typing import Any, Mapping, Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from imphmr_jax.geometry.views import ViewCameraConfig, view_rays
+from imphmr_jax.models.attention import ForegroundAttention
+from imphmr_jax.models.feature_field import FeatureField
+from imphmr_jax.models.regressor import (Regressor, spin_default_mean_params,
+                                         torch_linear_bias_init, torch_linear_kernel_init)
+from imphmr_jax.models.resnet import resnet18, resnet34, resnet50
+from imphmr_jax.models.silhouette_decoder import SilhouetteDecoder
+from imphmr_jax.render.volume import RenderResult, integrate, sample_depths
+
+VARIANTS = ("imphmr", "baseline", "ptn")
+_RESNETS = {18: resnet18, 34: resnet34, 50: resnet50}
+
+
+@dataclasses.dataclass(frozen=True)
+class BackboneConfig:
+    """Encoder g built by ImpHMR itself: torchvision ResNet of this depth (18, 34, 50) and width."""
+
+    depth: int = 50
+    width: int = 64
+
+
+def build_backbone(config: BackboneConfig, dtype, name=None) -> nn.Module:
+    if config.depth not in _RESNETS:
+        raise ValueError(f"backbone depth must be one of {sorted(_RESNETS)}, got {config.depth}")
+    return _RESNETS[config.depth](width=config.width, dtype=dtype, name=name)
+
+
+def trilinear_sample(volume, points, extent):
+    """Trilinear interpolation of a feature volume at points, zero outside it (PTN's sampler).
+
+    Args:
+      volume: (B, R, R, R, C), axes (x, y, z) of the body frame; voxel (i, j, k) is centred at
+        -extent + (2·(i, j, k) + 1)·extent / R.
+      points: (B, N, 3) body-frame points.
+      extent: half side of the cube the volume fills.
+    Returns:
+      (B, N, C) in the volume's dtype.
+    """
+    res = volume.shape[1]
+    flat = volume.reshape(volume.shape[0], res**3, volume.shape[-1])
+    idx = (points.astype(jnp.float32) / extent + 1.0) * (res / 2.0) - 0.5  # continuous index
+    base = jnp.floor(idx)
+    frac = idx - base
+    base = base.astype(jnp.int32)
+    out = 0.0
+    for corner in np.ndindex(2, 2, 2):  # the 8 neighbours; a loop over corners, not points
+        ijk = base + jnp.asarray(corner, jnp.int32)
+        w = jnp.prod(jnp.where(jnp.asarray(corner, bool), frac, 1.0 - frac), axis=-1)
+        inside = jnp.all((ijk >= 0) & (ijk < res), axis=-1)
+        ijk = jnp.clip(ijk, 0, res - 1)
+        lin = (ijk[..., 0] * res + ijk[..., 1]) * res + ijk[..., 2]  # (B, N)
+        vals = jax.vmap(lambda f, i: f[i])(flat, lin)  # (B, N, C)
+        out = out + vals * jnp.where(inside, w, 0.0)[..., None].astype(vals.dtype)
+    return out.astype(volume.dtype)
+
+
+def render_views(field_fn, rays, camera: ViewCameraConfig, key=None) -> RenderResult:
+    """Volume-render a field along the rays of every view at once (ImpHMR eq. 3-4).
+
+    Args:
+      field_fn: (points (B, N, 3), viewdirs (B, N, 3)) -> (sigma (B, N), features (B, N, C)); the
+        N = V·P·S samples of all views and pixels of one image go through it in one call.
+      rays: `ViewRays` with fields (B, V, P, 3) from `view_rays`.
+      camera: near, far and num_samples S of the depths along each ray.
+      key: None for the fixed evaluation depths, else a key for per-ray stratified jitter.
+    Returns:
+      `RenderResult` with features (B, V, P, C), weights (B, V, P, S), depth and opacity (B, V, P).
+    """
+    b, v, p, _ = rays.origins.shape
+    s = camera.num_samples
+    # (S,) at evaluation, shared by all rays; (B, V, P, S) when jittered.
+    depths = sample_depths(camera.near, camera.far, s, key=key,
+                           batch_shape=() if key is None else (b, v, p))
+    points = rays.origins[..., None, :] + depths[..., None] * rays.directions[..., None, :]
+    viewdirs = jnp.broadcast_to(rays.viewdirs[..., None, :], points.shape)
+    sigma, feats = field_fn(points.reshape(b, -1, 3), viewdirs.reshape(b, -1, 3))
+    return integrate(sigma.reshape(b, v, p, s), feats.reshape(b, v, p, s, -1), depths,
+                     jnp.linalg.norm(rays.directions, axis=-1))
+
+
+def perspective_max_projection(volume, rays, camera: ViewCameraConfig, extent):
+    """PTN's perspective transformer with max projection (Baseline-PTN has no density).
+
+    The volume is sampled trilinearly at `camera.num_samples` evenly spaced depths in [near, far]
+    along every ray of view φ (i.e. on the rotated view frustum), and each pixel keeps the
+    per-channel maximum over depth.
+
+    Args:
+      volume: (B, R, R, R, C) body-frame feature volume filling [-extent, extent]³.
+      rays: `ViewRays` with fields (B, V, P, 3) from `view_rays`.
+    Returns:
+      (B, V, P, C) projected features, in the volume's dtype.
+    """
+    b, v, p, _ = rays.origins.shape
+    depths = sample_depths(camera.near, camera.far, camera.num_samples)  # (S,)
+    points = rays.origins[..., None, :] + depths[..., None] * rays.directions[..., None, :]
+    feats = trilinear_sample(volume, points.reshape(b, -1, 3), extent)
+    return jnp.max(feats.reshape(b, v, p, camera.num_samples, -1), axis=-2)
+
+
+class PTNVolumeGenerator(nn.Module):
+    """Baseline-PTN's volume generator: z_fg (B, Z) -> feature volume (B, R, R, R, M_f)."""
+
+    resolution: int = 4
+    hidden: int = 64
+    feature_size: int = 2048
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, z):
+        r, zdim = self.resolution, z.shape[-1]
+        x = nn.Dense(r**3 * self.hidden, dtype=self.dtype, param_dtype=jnp.float32,
+                     kernel_init=torch_linear_kernel_init, bias_init=torch_linear_bias_init(zdim),
+                     name="fc_volume")(z)
+        x = nn.relu(x.reshape(z.shape[0], r, r, r, self.hidden))
+        return nn.Dense(self.feature_size, dtype=self.dtype, param_dtype=jnp.float32,
+                        kernel_init=torch_linear_kernel_init,
+                        bias_init=torch_linear_bias_init(self.hidden), name="fc_feature")(x)
+
+
+class ImpHMR(nn.Module):
+    """ImpHMR, 'baseline' (SPIN) or 'ptn' (Baseline-PTN); see the module docstring.
+
+    Fields:
+      variant: 'imphmr' | 'baseline' | 'ptn'.
+      backbone: encoder g, a linen module (x (B,H,W,3), train) -> (B,h0,w0,C), or a BackboneConfig;
+        None = ResNet-50, width 64.
+      feature_size: M_f, channels of the rendered map f_φ and of z_φ (2048).
+      field_hidden, point_octaves, dir_octaves, downscale, density_noise: FeatureField's hidden,
+        point_octaves, dir_octaves, downscale, noise_std.
+      map_size: H = W of f_φ (4 in the paper; 1, 2, 6 in its speed study); silhouettes are
+        32·map_size pixels wide (128 at 4).
+      camera: ViewCameraConfig (radius, fov, near/far, samples per ray).
+      z_pooling: ForegroundAttention's pooling, 'mean' (the paper's GAP) or 'weighted'.
+      mean_params: dict(pose (144,), shape (10,), cam (3,)) starting estimate of R; None = SPIN's
+        default from `spin_default_mean_params()` (load SPIN's file with `load_mean_params`).
+      regressor_iterations, dropout, regressor_hidden: R's settings (3, 0.5, 1024).
+      use_decoder: build the geometric guidance branch D (training only in the paper).
+      decoder_channels: D's five output widths (spec section 10's reading; the last must be 1).
+      ptn_hidden, ptn_extent: Baseline-PTN's generator width and the half side of its volume.
+      dtype: computation dtype; parameters and batch statistics stay float32.
+
+    __call__(images (B, H, W, 3), phis (B, V) radians, (B,) or None = one view at φ = 0, train,
+             return_silhouette=False) -> dict, V = number of views (1 for 'baseline'):
+      pose_6d (B, V, 144), rotmat (B, V, 24, 3, 3), betas (B, V, 10), cam (B, V, 3)  (float32);
+      'imphmr'/'ptn' also: feature_map f_φ (B, V, m, m, M_f) and attention (B, h0, w0, 1) in dtype,
+      and silhouette_logits (B, V, 32m, 32m) in dtype when use_decoder and (train or
+      return_silhouette).
+    rngs when train: 'dropout' (R), and for 'imphmr' 'sampling' (jittered depths) and
+    'density_noise' (σ noise; not needed when density_noise = 0). BatchNorm statistics live in the
+    'batch_stats' collection (mutable when train).
+    """
+
+    variant: str = "imphmr"
+    backbone: Any = None
+    feature_size: int = 2048
+    field_hidden: int = 128
+    point_octaves: int = 10
+    dir_octaves: int = 4
+    downscale: float = 2.0
+    map_size: int = 4
+    camera: ViewCameraConfig = ViewCameraConfig()
+    density_noise: float = 1.0
+    z_pooling: str = "mean"
+    mean_params: Optional[Mapping[str, Any]] = None
+    regressor_iterations: int = 3
+    dropout: float = 0.5
+    regressor_hidden: int = 1024
+    use_decoder: bool = True
+    decoder_channels: Sequence[int] = (256, 128, 64, 32, 1)
+    ptn_hidden: int = 64
+    ptn_extent: float = 1.0
+    dtype: Any = jnp.float32
+
+    def _regressor(self):
+        mean = self.mean_params if self.mean_params is not None else spin_default_mean_params()
+        as_tuple = lambda k: tuple(float(v) for v in np.asarray(mean[k]).reshape(-1))  # hashable
+        return Regressor(mean_pose=as_tuple("pose"), mean_shape=as_tuple("shape"),
+                         mean_cam=as_tuple("cam"), num_iterations=self.regressor_iterations,
+                         dropout=self.dropout, hidden=self.regressor_hidden, dtype=self.dtype,
+                         name="regressor")
+
+    @nn.compact
+    def __call__(self, images, phis, train: bool, return_silhouette: bool = False):
+        if self.variant not in VARIANTS:
+            raise ValueError(f"ImpHMR variant must be one of {VARIANTS}, got {self.variant!r}")
+        if images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(f"images must be (B, H, W, 3), got shape {images.shape}")
+        b = images.shape[0]
+        encoder = (self.backbone if isinstance(self.backbone, nn.Module) else
+                   build_backbone(self.backbone or BackboneConfig(), self.dtype, name="backbone"))
+        z = encoder(jnp.asarray(images, self.dtype), train)  # (B, h0, w0, C)
+        regressor = self._regressor()
+
+        if self.variant == "baseline":
+            # SPIN: AvgPool over the whole map, then R; there is no notion of a view.
+            pooled = jnp.mean(z.astype(jnp.float32), axis=(1, 2)).astype(self.dtype)
+            return {k: v[:, None] for k, v in regressor(pooled, train).items()}
+
+        phis = jnp.zeros((b, 1), jnp.float32) if phis is None else jnp.asarray(phis, jnp.float32)
+        if phis.ndim == 1:
+            phis = phis[:, None]
+        if phis.ndim != 2 or phis.shape[0] != b:
+            raise ValueError(f"phis must be (B, V) or (B,) with B = {b}, got shape {phis.shape}")
+        v, m = phis.shape[1], self.map_size
+
+        attention_gate = ForegroundAttention(pooling=self.z_pooling, dtype=self.dtype,
+                                             name="attention")
+        attended, attention = attention_gate(z, train)
+        z_fg = attention_gate.pool(attended, attention)  # (B, C)
+
+        rays = view_rays(phis, m, m, self.camera)  # each (B, V, m·m, 3), row-major pixels
+        if self.variant == "imphmr":
+            fmap = self._render_field(rays, z_fg, train)
+        else:
+            fmap = self._render_ptn(rays, z_fg)
+        fmap = fmap.reshape(b * v, m, m, self.feature_size)  # fold views into the batch
+
+        # AGG: one depthwise m x m convolution, a learned per-channel weighted sum of the pixels.
+        agg = nn.Conv(self.feature_size, (m, m), padding="VALID",
+                      feature_group_count=self.feature_size, dtype=self.dtype,
+                      param_dtype=jnp.float32, kernel_init=torch_linear_kernel_init,
+                      bias_init=torch_linear_bias_init(m * m), name="agg")
+        z_phi = agg(fmap).reshape(b * v, self.feature_size)
+        per_view = lambda x: x.reshape((b, v) + x.shape[1:])
+        out = {k: per_view(val) for k, val in regressor(z_phi, train).items()}
+        out["feature_map"] = per_view(fmap)
+        out["attention"] = attention
+
+        # D is created at init even for an eval-mode init so that training finds its parameters.
+        if self.use_decoder and (train or return_silhouette or self.is_initializing()):
+            decoder = SilhouetteDecoder(channels=tuple(self.decoder_channels), dtype=self.dtype, name="silhouette_decoder")
+            out["silhouette_logits"] = per_view(decoder(fmap, train))
+        return out
+
+    def _render_field(self, rays, z_fg, train):
+        """Eq. 3-4 for all views at once: rays (B, V, P, 3) -> f_φ (B, V, P, M_f) in dtype."""
+        field = FeatureField(hidden=self.field_hidden, point_octaves=self.point_octaves,
+                             dir_octaves=self.dir_octaves, downscale=self.downscale,
+                             feature_size=self.feature_size, noise_std=self.density_noise,
+                             dtype=self.dtype, name="feature_field")
+        # Stratified depth jitter only in training (GIRAFFE); evaluation uses the fixed depths.
+        key = self.make_rng("sampling") if train else None
+        rendered = render_views(lambda x, r: field(x, r, z_fg, train), rays, self.camera, key)
+        return rendered.features.astype(self.dtype)
+
+    def _render_ptn(self, rays, z_fg):
+        """Baseline-PTN: generate the volume from z_fg and project it -> (B, V, P, M_f)."""
+        volume = PTNVolumeGenerator(resolution=4, hidden=self.ptn_hidden,
+                                    feature_size=self.feature_size, dtype=self.dtype,
+                                    name="ptn_generator")(z_fg)
+        return perspective_max_projection(volume, rays, self.camera, self.ptn_extent)
