@@ -50,6 +50,10 @@ def main():
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--tile", type=int, default=4)
     ap.add_argument("--skip-volume", action="store_true")
+    ap.add_argument("--train-step", action="store_true",
+                    help="also time one ImpHMR-sized train step (ResNet-50, 224², 4×4 map, 2 views, "
+                         "forward+backward) at the same batch, to put the GT silhouettes in proportion")
+    ap.add_argument("--train-iters", type=int, default=2)
     args = ap.parse_args()
 
     from imphmr_jax.render import rasterize as R
@@ -107,12 +111,42 @@ def main():
                 rows.append((f"volume integrate {n_img}×{n_rays} rays×{n_samp} samples×{ch} ch", t,
                              n / t, "ray·samples/s", ""))
 
+    if args.train_step:
+        rows.append(train_step_row(B, args.train_iters))
+        sil = next(r for r in rows if r[0].startswith("hard silhouette default (") and "128²" in r[0])
+        notes.append(f"GT silhouettes (default body, 128², batch {B}) take {sil[1] / rows[-1][1]:.1%} "
+                     "of one ImpHMR train step on this device")
+
     w = max(len(r[0]) for r in rows)
     print(f"{'case':<{w}}  {'ms/batch':>9}  {'throughput':>12}  unit            note")
     for case, t, thr, unit, note in rows:
         print(f"{case:<{w}}  {t * 1e3:9.1f}  {thr:12.4g}  {unit:<14}  {note}")
     for n in notes:
         print(n)
+
+
+def train_step_row(batch, iters):
+    """One ImpHMR forward+backward (ResNet-50 at 224², 4×4 map, 32 samples, views 0 and φ) with a
+    stand-in loss over every output: the cost the GT silhouettes are compared against."""
+    from imphmr_jax.models import ImpHMR
+
+    model = ImpHMR()
+    images = jnp.zeros((batch, 224, 224, 3), jnp.float32)
+    phis = jnp.stack([jnp.zeros(batch), jnp.full((batch,), 1.0)], 1)
+    key = jax.random.key(0, impl="rbg")
+    variables = jax.jit(lambda k: model.init({"params": k, "dropout": k, "sampling": k,
+                                              "density_noise": k}, images[:1], phis[:1], train=False))(key)
+
+    def loss(params, batch_stats, k):
+        out, _ = model.apply({"params": params, "batch_stats": batch_stats}, images, phis, train=True,
+                             rngs={"dropout": k, "sampling": k, "density_noise": k},
+                             mutable=["batch_stats"])
+        return sum(jnp.mean(jnp.square(out[n].astype(jnp.float32)))
+                   for n in ("rotmat", "betas", "cam", "silhouette_logits"))
+
+    step = jax.jit(jax.value_and_grad(loss))
+    t = timeit(lambda p: step(p, variables["batch_stats"], key)[0], variables["params"], iters=iters)
+    return (f"ImpHMR train step (R50 224², 4×4 map, 2 views, fwd+bwd)", t, batch / t, "img/s", "")
 
 
 if __name__ == "__main__":
