@@ -1,8 +1,8 @@
 """ResNet encoder, SPIN regressor and PyTorch-weight conversion.
 
 The parity tests run the "baseline" (SPIN) architecture twice on the same random weights: once in
-PyTorch written by hand from torch.nn.functional (torchvision's layout, SPIN's regressor), once as
-our Flax modules with the converted variables.
+PyTorch written by hand from torch.nn.functional (torchvision's layout, SPIN's regressor;
+`imphmr_jax.testing.torch_reference`), once as our Flax modules with the converted variables.
 """
 import chex
 import jax
@@ -13,6 +13,8 @@ import pytest
 from imphmr_jax import convert
 from imphmr_jax.models.regressor import Regressor, load_mean_params, spin_default_mean_params
 from imphmr_jax.models.resnet import ResNet, resnet18, resnet50
+from imphmr_jax.testing.torch_reference import (random_spin_state, random_torchvision_state,
+                                                 torch_spin_forward)
 
 R18, R50 = ((2, 2, 2, 2), "basic"), ((3, 4, 6, 3), "bottleneck")
 
@@ -20,110 +22,6 @@ R18, R50 = ((2, 2, 2, 2), "basic"), ((3, 4, 6, 3), "bottleneck")
 def key(seed):
     # XLA's RngBitGenerator: the default threefry keys make every init compile for ~15 s on CPU.
     return jax.random.key(seed, impl="rbg")
-
-
-# ------------------------------------------------------------------------- random torch weights
-
-
-def random_torchvision_state(stage_sizes, block, width, seed=0, fc=True):
-    """A torchvision-named ResNet state dict with random weights AND random running statistics."""
-    rng = np.random.default_rng(seed)
-    sd = {}
-
-    def conv(key, cout, cin, k):
-        sd[key + ".weight"] = rng.normal(0, np.sqrt(2.0 / (cin * k * k)), (cout, cin, k, k))
-
-    def bn(key, c):
-        sd[key + ".weight"] = rng.uniform(0.5, 1.5, c)
-        sd[key + ".bias"] = rng.normal(0, 0.1, c)
-        sd[key + ".running_mean"] = rng.normal(0, 0.2, c)
-        sd[key + ".running_var"] = rng.uniform(0.5, 2.0, c)
-        sd[key + ".num_batches_tracked"] = np.array(7, np.int64)
-
-    expansion = 4 if block == "bottleneck" else 1
-    conv("conv1", width, 3, 7)
-    bn("bn1", width)
-    cin = width
-    for i, n in enumerate(stage_sizes):
-        planes = width * 2**i
-        for j in range(n):
-            p = f"layer{i + 1}.{j}"
-            if block == "bottleneck":
-                conv(p + ".conv1", planes, cin, 1), bn(p + ".bn1", planes)
-                conv(p + ".conv2", planes, planes, 3), bn(p + ".bn2", planes)
-                conv(p + ".conv3", planes * 4, planes, 1), bn(p + ".bn3", planes * 4)
-            else:
-                conv(p + ".conv1", planes, cin, 3), bn(p + ".bn1", planes)
-                conv(p + ".conv2", planes, planes, 3), bn(p + ".bn2", planes)
-            if j == 0 and (i > 0 or cin != planes * expansion):
-                conv(p + ".downsample.0", planes * expansion, cin, 1)
-                bn(p + ".downsample.1", planes * expansion)
-            cin = planes * expansion
-    if fc:
-        sd["fc.weight"], sd["fc.bias"] = rng.normal(0, 0.01, (1000, cin)), np.zeros(1000)
-    return {k: v.astype(np.float32) if v.dtype == np.float64 else v for k, v in sd.items()}
-
-
-def random_spin_state(stage_sizes, block, width, hidden=1024, seed=0):
-    """SPIN HMR state dict: backbone (no fc) + fc1, fc2, dec* Linear layers + init_* buffers."""
-    sd = random_torchvision_state(stage_sizes, block, width, seed, fc=False)
-    rng = np.random.default_rng(seed + 1)
-    nfeat = width * 8 * (4 if block == "bottleneck" else 1)
-    mean = spin_default_mean_params()
-    for name, n_out, n_in, scale in (("fc1", hidden, nfeat + 157, 0.03), ("fc2", hidden, hidden, 0.03),
-                                     ("decpose", 144, hidden, 0.05), ("decshape", 10, hidden, 0.05),
-                                     ("deccam", 3, hidden, 0.05)):
-        sd[name + ".weight"] = rng.normal(0, scale, (n_out, n_in)).astype(np.float32)
-        sd[name + ".bias"] = rng.normal(0, 0.05, n_out).astype(np.float32)
-    for name, key in (("init_pose", "pose"), ("init_shape", "shape"), ("init_cam", "cam")):
-        sd[name] = (mean[key] + rng.normal(0, 0.1, mean[key].shape)).astype(np.float32)[None]
-    return sd
-
-
-# --------------------------------------------------------------------- PyTorch reference forward
-
-
-def torch_spin_forward(sd, images_nhwc, stage_sizes, block, n_iter=3):
-    """torchvision ResNet (eval BN) + AdaptiveAvgPool + SPIN HMR regressor, from F.* ops only."""
-    torch = pytest.importorskip("torch")
-    F = torch.nn.functional
-    t = {k: torch.from_numpy(np.asarray(v)) for k, v in sd.items()}
-
-    def bn(x, p):
-        return F.batch_norm(x, t[p + ".running_mean"], t[p + ".running_var"], t[p + ".weight"],
-                            t[p + ".bias"], training=False, eps=1e-5)
-
-    with torch.no_grad():
-        x = torch.from_numpy(np.asarray(images_nhwc)).permute(0, 3, 1, 2)
-        x = F.max_pool2d(F.relu(bn(F.conv2d(x, t["conv1.weight"], stride=2, padding=3), "bn1")),
-                         3, 2, 1)
-        for i, n in enumerate(stage_sizes):
-            for j in range(n):
-                s, p = (2 if i > 0 and j == 0 else 1), f"layer{i + 1}.{j}"
-                if block == "bottleneck":
-                    y = F.relu(bn(F.conv2d(x, t[p + ".conv1.weight"]), p + ".bn1"))
-                    y = F.relu(bn(F.conv2d(y, t[p + ".conv2.weight"], stride=s, padding=1), p + ".bn2"))
-                    y = bn(F.conv2d(y, t[p + ".conv3.weight"]), p + ".bn3")
-                else:
-                    y = F.relu(bn(F.conv2d(x, t[p + ".conv1.weight"], stride=s, padding=1), p + ".bn1"))
-                    y = bn(F.conv2d(y, t[p + ".conv2.weight"], padding=1), p + ".bn2")
-                if p + ".downsample.0.weight" in t:
-                    x = bn(F.conv2d(x, t[p + ".downsample.0.weight"], stride=s), p + ".downsample.1")
-                x = F.relu(y + x)
-        xf = F.adaptive_avg_pool2d(x, 1).flatten(1)
-        b = xf.shape[0]
-        pose, shape, cam = (t[k].expand(b, -1) for k in ("init_pose", "init_shape", "init_cam"))
-        lin = {k: (lambda z, k=k: F.linear(z, t[k + ".weight"], t[k + ".bias"]))
-               for k in ("fc1", "fc2", "decpose", "decshape", "deccam")}
-        for _ in range(n_iter):
-            xc = lin["fc2"](lin["fc1"](torch.cat([xf, pose, shape, cam], 1)))  # dropout off in eval
-            pose, shape, cam = lin["decpose"](xc) + pose, lin["decshape"](xc) + shape, lin["deccam"](xc) + cam
-        a = pose.reshape(-1, 3, 2)  # SPIN utils/geometry.py rot6d_to_rotmat
-        b1 = F.normalize(a[:, :, 0])
-        b2 = F.normalize(a[:, :, 1] - torch.einsum("bi,bi->b", b1, a[:, :, 1]).unsqueeze(-1) * b1)
-        rotmat = torch.stack((b1, b2, torch.cross(b1, b2, dim=1)), dim=-1).reshape(b, 24, 3, 3)
-    return dict(features=xf.numpy(), pose_6d=pose.numpy(), betas=shape.numpy(), cam=cam.numpy(),
-                rotmat=rotmat.numpy())
 
 
 def rel_err(a, b):
@@ -187,6 +85,7 @@ def test_spin_baseline_matches_pytorch(layout, width, size):
     (stages, block) = layout
     sd = random_spin_state(stages, block, width)
     images = np.random.default_rng(5).normal(size=(2, size, size, 3)).astype(np.float32)
+    pytest.importorskip("torch")
     ref = torch_spin_forward(sd, images, stages, block)
 
     backbone, reg_params, mean = convert.spin_from_torch(sd, stages, block)

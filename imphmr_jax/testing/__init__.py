@@ -1,0 +1,1 @@
+"""Test and benchmark helpers (PyTorch oracles, random weights); not needed at runtime."""
