@@ -30,6 +30,15 @@ def _pad(k):
     return ((k // 2, k // 2), (k // 2, k // 2))
 
 
+def _conv_and_norm(dtype, train):
+    """torchvision's conv (no bias, fan-out init) and BatchNorm (eps 1e-5, torch momentum 0.1)."""
+    conv = functools.partial(nn.Conv, use_bias=False, dtype=dtype, param_dtype=jnp.float32,
+                             kernel_init=conv_init)
+    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=BN_MOMENTUM,
+                             epsilon=BN_EPS, dtype=dtype, param_dtype=jnp.float32)
+    return conv, norm
+
+
 class BasicBlock(nn.Module):
     """ResNet-18/34 block: 3x3 (stride) -> 3x3, identity or 1x1-conv shortcut."""
 
@@ -40,10 +49,7 @@ class BasicBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool):
-        conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype,
-                                 param_dtype=jnp.float32, kernel_init=conv_init)
-        norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=BN_MOMENTUM,
-                                 epsilon=BN_EPS, dtype=self.dtype, param_dtype=jnp.float32)
+        conv, norm = _conv_and_norm(self.dtype, train)
         s = (self.stride, self.stride)
         y = conv(self.planes, (3, 3), s, padding=_pad(3), name="conv1")(x)
         y = nn.relu(norm(name="bn1")(y))
@@ -65,10 +71,7 @@ class Bottleneck(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool):
-        conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype,
-                                 param_dtype=jnp.float32, kernel_init=conv_init)
-        norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=BN_MOMENTUM,
-                                 epsilon=BN_EPS, dtype=self.dtype, param_dtype=jnp.float32)
+        conv, norm = _conv_and_norm(self.dtype, train)
         s = (self.stride, self.stride)
         y = conv(self.planes, (1, 1), padding="VALID", name="conv1")(x)
         y = nn.relu(norm(name="bn1")(y))
@@ -102,12 +105,10 @@ class ResNet(nn.Module):
             raise ValueError(f"ResNet block must be 'basic' or 'bottleneck', got {self.block!r}")
         block_cls = Bottleneck if self.block == "bottleneck" else BasicBlock
         expansion = EXPANSION[self.block]
+        conv, norm = _conv_and_norm(self.dtype, train)
         x = jnp.asarray(x, self.dtype)
-        x = nn.Conv(self.width, (7, 7), (2, 2), padding=_pad(7), use_bias=False, dtype=self.dtype,
-                    param_dtype=jnp.float32, kernel_init=conv_init, name="conv1")(x)
-        x = nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPS,
-                         dtype=self.dtype, param_dtype=jnp.float32, name="bn1")(x)
-        x = nn.relu(x)
+        x = conv(self.width, (7, 7), (2, 2), padding=_pad(7), name="conv1")(x)
+        x = nn.relu(norm(name="bn1")(x))
         # nn.max_pool pads with -inf, like torch's MaxPool2d(3, 2, padding=1).
         x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
         in_ch = self.width
