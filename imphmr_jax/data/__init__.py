@@ -1,0 +1,1 @@
+"""Host-side data: pose sampling and synthetic dataset building."""
