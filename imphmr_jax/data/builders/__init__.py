@@ -1,0 +1,170 @@
+"""TFDS builders (ArrayRecord, no TensorFlow) for every dataset, and the two entry points:
+
+    build(name, data_dir, *, manual_dir=None, config=None, overwrite=False, progress=True,
+          **options) -> tfds builder        # used by `python -m imphmr_jax.data.build`
+    load_source(name, split, data_dir, *, config=None) -> random-access source of record dicts
+
+Dataset names: h36m, mpi_inf_3dhp, pw3d, pw3d_occ, coco_eft, mpii_eft, lspet_eft, lsp (real, need a
+manual_dir; see `real.py` and docs/datasets.md) and synthetic_humans (configs default, multiview,
+video). Records follow `imphmr_jax.data.schema` exactly. Build counts (written, skipped by reason,
+NaN flags) and the build options are in `build_metadata(name, data_dir)` (the dataset's
+metadata.json).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+
+import tensorflow_datasets as tfds
+from etils import epath
+
+from imphmr_jax.data.builders.base import (  # noqa: F401
+    BadImageError,
+    Counts,
+    HumanBuilder,
+    record_features,
+)
+from imphmr_jax.data.builders.real import (  # noqa: F401
+    REAL_BUILDERS,
+    AnnotationError,
+    CocoEft,
+    H36m,
+    Lsp,
+    LspetEft,
+    MpiiEft,
+    MpiInf3dhp,
+    Pw3d,
+    Pw3dOcc,
+    RealNpzBuilder,
+    annotation_record,
+    find_annotation_file,
+    load_annotations,
+    parse_gender,
+)
+from imphmr_jax.data.builders.synthetic_humans import SyntheticHumans  # noqa: F401
+
+log = logging.getLogger("imphmr_jax.data.builders")
+
+BUILDERS: dict[str, type[HumanBuilder]] = {**REAL_BUILDERS, SyntheticHumans.name: SyntheticHumans}
+
+
+def builder_class(name: str) -> type[HumanBuilder]:
+    """The builder class of dataset `name`; KeyError listing the known names."""
+    try:
+        return BUILDERS[name]
+    except KeyError:
+        raise KeyError(f"unknown dataset {name!r}; known: {sorted(BUILDERS)}") from None
+
+
+def build_command(name: str, data_dir, config: str | None = None) -> str:
+    """The CLI command that builds `name` into `data_dir`."""
+    cmd = f"python -m imphmr_jax.data.build --dataset {name} --data_dir {data_dir}"
+    if config:
+        cmd += f" --config {config}"
+    if issubclass(builder_class(name), RealNpzBuilder):
+        cmd += " --manual_dir <folder with the npz files and images>"
+    return cmd
+
+
+def _builder(name, data_dir, config, **options) -> HumanBuilder:
+    cls = builder_class(name)
+    if config is not None and not cls.BUILDER_CONFIGS:
+        raise ValueError(f"dataset {name!r} has no builder configs (got config={config!r})")
+    if config is not None:
+        known = [c.name for c in cls.BUILDER_CONFIGS]
+        if config not in known:
+            raise ValueError(f"dataset {name!r} has no config {config!r}; known: {known}")
+    return cls(data_dir=os.fspath(data_dir), config=config, file_format="array_record", **options)
+
+
+def _stale_incomplete_dirs(builder) -> list[epath.Path]:
+    parent = builder.data_path.parent
+    if not parent.exists():
+        return []
+    return [p for p in parent.iterdir()
+            if p.name.startswith("incomplete.") and p.name.endswith("_" + builder.data_path.name)]
+
+
+def build(name: str, data_dir, *, manual_dir=None, config: str | None = None,
+          overwrite: bool = False, progress: bool = True, **options) -> HumanBuilder:
+    """Build dataset `name` (config `config`) into `data_dir`; returns the prepared builder.
+
+    Real datasets need `manual_dir` (see docs/datasets.md); `options` go to the builder (real:
+    precrop_margin, on_bad_image, jpeg_quality, splits, image_dir, mask_dir; synthetic_humans:
+    num_train, num_test, image_size, body, seed, fraction_2d_only, num_views, num_frames,
+    batch_size). An already complete build with the same options is reused; with different
+    options it is an error unless `overwrite=True` (which deletes and rebuilds it). Leftover
+    `incomplete.*` folders of a killed build are removed first (do not build the same dataset into
+    the same data_dir from two processes at once).
+    """
+    builder = _builder(name, data_dir, config, progress=progress, **options)
+    if issubclass(type(builder), RealNpzBuilder):
+        if manual_dir is None:
+            raise ValueError(f"dataset {name!r} is built from your files: pass manual_dir "
+                             "(the dataset root with the npz annotation files); see "
+                             "docs/datasets.md")
+        if not os.path.isdir(manual_dir):
+            raise FileNotFoundError(f"dataset {name!r}: manual_dir {manual_dir} does not exist")
+        for split in builder.options["splits"]:  # a clear error before TFDS starts
+            find_annotation_file(manual_dir, builder.SPLIT_FILES[split])
+    if builder.is_prepared() and not overwrite:
+        stored = dict(builder.info.metadata or {}).get("options")
+        wanted = base_jsonable(builder.options)
+        if stored != wanted:
+            raise ValueError(
+                f"dataset {name!r} in {builder.data_dir} was built with options {stored}, "
+                f"requested {wanted}; use another data_dir or overwrite=True (--overwrite)")
+        log.info("reusing %s (%s)", name, builder.data_dir)
+        return builder
+    for stale in _stale_incomplete_dirs(builder):
+        log.warning("removing the leftover of an interrupted build: %s", stale)
+        shutil.rmtree(os.fspath(stale), ignore_errors=True)
+    mode = (tfds.download.GenerateMode.FORCE_REDOWNLOAD if overwrite
+            else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
+    dl_config = tfds.download.DownloadConfig(
+        manual_dir=None if manual_dir is None else os.fspath(manual_dir),
+        download_mode=mode, try_download_gcs=False,
+        compute_stats=tfds.download.ComputeStatsMode.SKIP)
+    builder.download_and_prepare(download_config=dl_config)
+    # Re-open from disk so that info/metadata are those stored with the data.
+    return _builder(name, data_dir, config)
+
+
+def base_jsonable(options: dict) -> dict:
+    from imphmr_jax.data.builders.base import _jsonable
+    return _jsonable(options)
+
+
+def _prepared_builder(name, data_dir, config) -> HumanBuilder:
+    builder = _builder(name, data_dir, config)
+    if not builder.is_prepared():
+        stale = _stale_incomplete_dirs(builder)
+        extra = (f" (found the leftover of an interrupted build: {stale[0]})" if stale else "")
+        raise FileNotFoundError(
+            f"dataset {name!r}" + (f" config {config!r}" if config else "")
+            + f" is not built in data_dir {data_dir}{extra}. Build it with:\n  "
+            + build_command(name, data_dir, config))
+    return builder
+
+
+def load_source(name: str, split: str, data_dir, *, config: str | None = None):
+    """A random-access source (len, __getitem__ -> record dict of numpy arrays/bytes) of a built
+    split, from `tfds` ArrayRecord files. FileNotFoundError (with the build command) if the dataset
+    is not built; KeyError listing the splits if `split` is absent."""
+    builder = _prepared_builder(name, data_dir, config)
+    splits = list(builder.info.splits.keys())
+    if split not in splits:
+        raise KeyError(f"dataset {name!r} in {data_dir} has no split {split!r}; built splits: "
+                       f"{splits}")
+    return builder.as_data_source(split=split)
+
+
+def build_metadata(name: str, data_dir, *, config: str | None = None) -> dict:
+    """{"options": {...}, "counts": {split: {"written": n, "skipped_*": n, ...}}} of a built dataset."""
+    return dict(_prepared_builder(name, data_dir, config).info.metadata or {})
+
+
+__all__ = ["BUILDERS", "build", "load_source", "build_metadata", "build_command", "builder_class",
+           "load_annotations", "annotation_record", "parse_gender", "AnnotationError",
+           "BadImageError", "record_features"]
