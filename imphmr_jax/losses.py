@@ -211,7 +211,8 @@ def gt_camera_translation(batch, body):
 
 
 def gt_silhouettes(body, pose, betas, cam_t, phi, size=128, *, max_tiles: int,
-                   focal_length=cam_lib.FOCAL_LENGTH, img_res=cam_lib.IMG_RES):
+                   focal_length=cam_lib.FOCAL_LENGTH, img_res=cam_lib.IMG_RES,
+                   return_overflow: bool = False):
     """Ground-truth silhouettes Ŝ at view φ (Sec. 3.3 Fig. 5; spec §10), jit-able.
 
     The GT SMPL (axis-angle -> matrices) is posed, its vertices rotated by R_y(φ) about the root
@@ -224,8 +225,10 @@ def gt_silhouettes(body, pose, betas, cam_t, phi, size=128, *, max_tiles: int,
       size: silhouette side (static; 128 in the paper = the decoder's 32·map_size).
       max_tiles: the rasterizer's static tile budget (`render.rasterize.required_tiles` on
         representative data, outside jit, with headroom).
+      return_overflow: also return the rasterizer's (B,) count of faces dropped for lack of tile
+        budget (should be 0; training logs it).
     Returns:
-      (B, size, size) float32 in {0, 1}, no gradient.
+      (B, size, size) float32 in {0, 1}, no gradient [, (B,) int32 overflow].
     """
     out = smpl_jax.forward(body, gt_rotmat(pose), betas)
     verts = views.rotate_points(out.vertices, phi, out.joints[:, 0])
@@ -233,6 +236,8 @@ def gt_silhouettes(body, pose, betas, cam_t, phi, size=128, *, max_tiles: int,
     intr = cam_lib.rescale_intrinsics(cam_lib.spin_intrinsics(img_res, focal_length), img_res, size)
     frags = rasterize(jax.lax.stop_gradient(verts), body.faces, intr, size, size,
                       max_tiles=max_tiles)
+    if return_overflow:
+        return frags.mask.astype(jnp.float32), frags.overflow
     return frags.mask.astype(jnp.float32)
 
 

@@ -29,6 +29,9 @@ class FeatureField(nn.Module):
       feature_size: M_f, the channels of f (2048 in the paper).
       noise_std: std of the N(0, 1) noise added to σ in training (GIRAFFE adds it before the
         renderer's ReLU); drawn from the 'density_noise' rng. 0 disables it.
+      sigma_bias_init: added to sigma_out's initial bias (0 = GIRAFFE's init). With 0 the initial
+        density can be <= 0 at every point for some seeds, so the rendered map starts all zero and
+        only the training-time density noise lets gradients through; 1.0 starts with σ > 0.
       dtype: computation dtype of the dense layers; parameters stay float32. γ is always computed in
         float32 (sin(2^9 π x) is meaningless in bfloat16).
 
@@ -46,12 +49,16 @@ class FeatureField(nn.Module):
     feature_size: int = 2048
     noise_std: float = 1.0
     dtype: Any = jnp.float32
+    sigma_bias_init: float = 0.0
 
-    def _dense(self, features, fan_in, name):
+    def _dense(self, features, fan_in, name, bias_offset=0.0):
         # torch.nn.Linear init (U(±1/sqrt(fan_in)) for kernel and bias), for parity with GIRAFFE.
+        bias_init = torch_linear_bias_init(fan_in)
+        if bias_offset:
+            base_init = bias_init
+            bias_init = lambda key, shape, dtype=jnp.float32: base_init(key, shape, dtype) + bias_offset
         return nn.Dense(features, dtype=self.dtype, param_dtype=jnp.float32,
-                        kernel_init=torch_linear_kernel_init,
-                        bias_init=torch_linear_bias_init(fan_in), name=name)
+                        kernel_init=torch_linear_kernel_init, bias_init=bias_init, name=name)
 
     @nn.compact
     def __call__(self, points, viewdirs, z, train: bool):
@@ -74,7 +81,7 @@ class FeatureField(nn.Module):
                 net = net + self._dense(h, zdim, f"fc_z_skips_{skip_idx}")(z)
                 net = net + self._dense(h, pdim, f"fc_p_skips_{skip_idx}")(p)
                 skip_idx += 1
-        sigma = self._dense(1, h, "sigma_out")(net)[..., 0]
+        sigma = self._dense(1, h, "sigma_out", self.sigma_bias_init)(net)[..., 0]
 
         net = self._dense(h, h, "feat_view")(net)
         net = net + self._dense(h, zdim, "fc_z_view")(z)

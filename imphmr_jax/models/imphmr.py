@@ -159,8 +159,8 @@ class ImpHMR(nn.Module):
       backbone: encoder g, a linen module (x (B,H,W,3), train) -> (B,h0,w0,C), or a BackboneConfig;
         None = ResNet-50, width 64.
       feature_size: M_f, channels of the rendered map f_φ and of z_φ (2048).
-      field_hidden, point_octaves, dir_octaves, downscale, density_noise: FeatureField's hidden,
-        point_octaves, dir_octaves, downscale, noise_std.
+      field_hidden, point_octaves, dir_octaves, downscale, density_noise, density_bias_init:
+        FeatureField's hidden, point_octaves, dir_octaves, downscale, noise_std, sigma_bias_init.
       map_size: H = W of f_φ (4 in the paper; 1, 2, 6 in its speed study); silhouettes are
         32·map_size pixels wide (128 at 4).
       camera: ViewCameraConfig (radius, fov, near/far, samples per ray).
@@ -194,6 +194,7 @@ class ImpHMR(nn.Module):
     map_size: int = 4
     camera: ViewCameraConfig = ViewCameraConfig()
     density_noise: float = 1.0
+    density_bias_init: float = 0.0
     z_pooling: str = "mean"
     mean_params: Optional[Mapping[str, Any]] = None
     regressor_iterations: int = 3
@@ -271,7 +272,7 @@ class ImpHMR(nn.Module):
         field = FeatureField(hidden=self.field_hidden, point_octaves=self.point_octaves,
                              dir_octaves=self.dir_octaves, downscale=self.downscale,
                              feature_size=self.feature_size, noise_std=self.density_noise,
-                             dtype=self.dtype, name="feature_field")
+                             sigma_bias_init=self.density_bias_init, dtype=self.dtype, name="feature_field")
         # Stratified depth jitter only in training (GIRAFFE); evaluation uses the fixed depths.
         key = self.make_rng("sampling") if train else None
         rendered = render_views(lambda x, r: field(x, r, z_fg, train), rays, self.camera, key)

@@ -1,0 +1,142 @@
+"""Evaluation: `python -m imphmr_jax.eval --config configs/imphmr/<name>.py --workdir DIR`.
+
+Evaluates a trained run (its best checkpoint by PA-MPJPE, or `--checkpoint latest|STEP`) or weights
+converted from PyTorch (`--weights spin.npz` from `python -m imphmr_jax.convert --kind spin`) on the
+datasets of `config.eval.datasets` or `--dataset NAME[/builder_config][:split]`, with the protocols
+of spec §14 (`imphmr_jax.evaluation.PROTOCOLS`; `--protocol` overrides). Writes, per dataset, to
+DIR/eval/<protocol>/: summary.json, per_sample.jsonl, mesh overlays, the multi-view imagination
+panel (φ = 0°, 90°, 180°, 270°), and ESV (supp. 6.3) over `--esv_samples` images for the variants
+that render views. The ground-truth body choice (neutral vs gendered, `--gendered_gt`) is printed
+and stored in the summary.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from imphmr_jax import checkpoint as ckpt_lib
+from imphmr_jax import train as train_lib
+
+
+def variables_from_converted(config, path: str):
+    """(model, variables) for weights written by `python -m imphmr_jax.convert`.
+
+    A converted SPIN file (backbone + regressor + mean parameters) gives the 'baseline' variant its
+    exact SPIN network; for 'imphmr'/'ptn' the backbone and regressor are loaded and the rest keeps
+    its initialisation. A converted ResNet gives the backbone only.
+    """
+    from imphmr_jax.convert import load_npz
+    tree = load_npz(os.path.expanduser(path))
+    model = train_lib.build_model(config)
+    if "mean_params" in tree:
+        model = model.clone(mean_params={k: np.asarray(v) for k, v in
+                                         tree["mean_params"].items()})
+    mesh = train_lib.make_mesh()
+    tx = train_lib.make_optimizer(config)
+    cfg = config.copy_and_resolve_references()
+    with cfg.unlocked():
+        cfg.train.init = ""
+    state, _ = train_lib.create_train_state(cfg, model, mesh, tx)
+    kind = "spin" if "regressor" in tree else "imagenet"
+    state = train_lib.initialize_from(state, f"{kind}:{path}", mesh, tx)
+    return model, state.variables()
+
+
+def esv_summary(model, variables, source, config, num_samples: int) -> dict:
+    """ESV over the first `num_samples` images (360 views each)."""
+    from imphmr_jax import metrics
+    from imphmr_jax.data import pipeline
+    n = min(num_samples, len(source))
+    it = pipeline.make_eval_iterator(train_lib._Subset(source, n),
+                                     train_lib.pipeline_config(config, train=False, batch_size=n))
+    batch = next(iter(it))
+    images = jnp.asarray(batch["image"][:n])
+    fn = jax.jit(lambda x, p: model.apply(variables, x, p, False)["betas"])
+    values = np.asarray(metrics.esv_of_model(fn, images, chunk_size=30))
+    return {"esv": float(values.mean()), "esv_samples": int(n)}
+
+
+def evaluate_run(config, workdir: str, *, dataset: Optional[str] = None,
+                 weights: Optional[str] = None, which: str = "best",
+                 protocol: Optional[str] = None, max_examples: Optional[int] = None,
+                 esv_samples: int = 8, max_figures: Optional[int] = None) -> dict:
+    """Evaluate and write results; returns {protocol: summary}."""
+    workdir = os.path.abspath(os.path.expanduser(workdir))
+    if weights:
+        model, variables = variables_from_converted(config, weights)
+        source_desc = f"converted weights {weights}"
+    else:
+        model = train_lib.build_model(config)
+        variables = ckpt_lib.load_variables(workdir, which)
+        source_desc = f"checkpoint '{which}' of {workdir}"
+    mesh = train_lib.make_mesh()
+    predict = train_lib.make_predict_fn(model, mesh)
+    bodies = train_lib.eval_bodies(config)
+    body = bodies["neutral"]
+    entries = train_lib.parse_entries(dataset or config.eval.datasets)
+    results = {}
+    for name, cfg, split in entries:
+        src = train_lib.open_source(config, name, cfg, split or "test", build_if_missing=False)
+        proto = protocol or config.eval.protocol or train_lib.default_protocol(name)
+        out_dir = os.path.join(workdir, "eval", proto)
+        gt = "gendered" if config.eval.gendered_gt else "neutral"
+        print(f"evaluating {source_desc} on {name}:{split or 'test'} ({len(src)} samples), "
+              f"protocol {proto}, {gt} ground-truth bodies")
+        summary = train_lib.evaluate(
+            config, predict, variables, src, proto, bodies, mesh, out_dir=out_dir,
+            max_examples=config.eval.max_examples if max_examples is None else max_examples,
+            max_figures=config.eval.max_figures if max_figures is None else max_figures,
+            progress=True)
+        summary = dict(summary)
+        if config.model.variant != "baseline" and esv_samples > 0:
+            summary.update(esv_summary(model, variables, src, config, esv_samples))
+            train_lib.imagination_panels(config, model, variables, src, out_dir, body)
+        if jax.process_index() == 0:
+            os.makedirs(out_dir, exist_ok=True)
+            with open(os.path.join(out_dir, "summary.json"), "w") as f:
+                json.dump(_jsonable(summary), f, indent=2)
+            print(json.dumps(train_lib._scalar_summary(summary), indent=2))
+        results[proto] = summary
+    return results
+
+
+def _jsonable(d):
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, (np.floating, np.integer)):
+            v = v.item()
+        elif isinstance(v, np.ndarray):
+            v = v.tolist()
+        out[k] = v
+    return out
+
+
+def main(argv):
+    del argv
+    train_lib.quiet_logs()
+    from absl import flags
+    f = flags.FLAGS
+    evaluate_run(f.config, f.workdir, dataset=f.dataset or None, weights=f.weights or None,
+                 which=f.checkpoint, protocol=f.protocol or None,
+                 max_examples=f.max_examples if f.max_examples >= 0 else None,
+                 esv_samples=f.esv_samples)
+
+
+if __name__ == "__main__":
+    from absl import app, flags
+    from ml_collections import config_flags
+    config_flags.DEFINE_config_file("config", None, "experiment config file", lock_config=True)
+    flags.DEFINE_string("workdir", None, "training workdir (checkpoints) and output directory")
+    flags.DEFINE_string("dataset", "", "NAME[/builder_config][:split]; default config.eval.datasets")
+    flags.DEFINE_string("weights", "", "converted .npz weights instead of a checkpoint")
+    flags.DEFINE_string("checkpoint", "best", "'best', 'latest' or a step number")
+    flags.DEFINE_string("protocol", "", "override the dataset's evaluation protocol")
+    flags.DEFINE_integer("max_examples", -1, "evaluate only the first N samples (-1: config)")
+    flags.DEFINE_integer("esv_samples", 8, "images for ESV (0 = skip)")
+    flags.mark_flags_as_required(["config", "workdir"])
+    app.run(main)

@@ -1,0 +1,183 @@
+"""Training: resume after a kill == uninterrupted, non-finite steps skipped and stopped, 8 fake CPU
+devices == 1 device, a 2-process jax.distributed run == 1 process, eval CLI on converted weights,
+and the default job end to end at a tiny size."""
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+from imphmr_jax import checkpoint as ckpt_lib
+from imphmr_jax import train
+from train_fixtures import tiny_config, tiny_sources
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _run(config, workdir, **kw):
+    train_src, test_src = tiny_sources()
+    return train.train_and_evaluate(config, str(workdir), sources=[(train_src, 1.0)],
+                                    eval_source=(test_src, "synthetic"), **kw)
+
+
+class _Killed(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("uninterrupted")
+    return workdir, _run(tiny_config(num_steps=4), workdir)
+
+
+def test_run_writes_metrics_checkpoints_and_figures(uninterrupted):
+    workdir, result = uninterrupted
+    rows = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
+    train_rows = [r for r in rows if "train/loss" in r]
+    assert [r["step"] for r in train_rows] == [1, 2, 3, 4]
+    assert all(np.isfinite(r["train/loss"]) for r in train_rows)
+    assert all(r["train/silhouette_overflow"] == 0 for r in train_rows)
+    assert any("eval/pa_mpjpe" in r for r in rows)
+    assert sorted(ckpt_lib._steps(workdir / "checkpoints")) == [2, 4]
+    assert ckpt_lib._steps(workdir / "best") == [4]
+    summary = json.load(open(workdir / "eval" / "synthetic" / "summary.json"))
+    assert summary["count"] == 8 and summary["gt_body"] == "neutral"
+    for name in ("overlays.png", "imagination_0.png"):
+        assert (workdir / "eval" / "synthetic" / "figures" / name).stat().st_size > 1000
+    assert (workdir / "loss_curves.png").exists()
+    assert int(jax.device_get(result["state"].step)) == 4
+
+
+def test_resume_after_kill_matches_uninterrupted(uninterrupted, tmp_path):
+    _, reference = uninterrupted
+
+    def kill_at_3(step):
+        if step == 3:
+            raise _Killed()
+
+    with pytest.raises(_Killed):
+        _run(tiny_config(num_steps=4), tmp_path, step_hook=kill_at_3)
+    assert ckpt_lib.CheckpointManager(str(tmp_path / "checkpoints")).latest_step() == 2
+    resumed = _run(tiny_config(num_steps=4), tmp_path)
+    chex.assert_trees_all_close(jax.device_get(resumed["state"].params),
+                                jax.device_get(reference["state"].params), rtol=1e-6, atol=1e-7)
+    chex.assert_trees_all_close(jax.device_get(resumed["state"].opt_state),
+                                jax.device_get(reference["state"].opt_state), rtol=1e-6,
+                                atol=1e-7)
+
+
+def test_load_variables_best_and_latest(uninterrupted):
+    workdir, result = uninterrupted
+    best = ckpt_lib.load_variables(str(workdir), "best")
+    latest = ckpt_lib.load_variables(str(workdir), "latest")
+    chex.assert_trees_all_close(best["params"], jax.device_get(result["state"].params))
+    chex.assert_trees_all_close(latest["batch_stats"], jax.device_get(result["state"].batch_stats))
+    with pytest.raises(FileNotFoundError, match="no checkpoint for step 3"):
+        ckpt_lib.load_variables(str(workdir), "3")
+
+
+def test_nonfinite_steps_are_skipped_then_stop(tmp_path):
+    config = tiny_config(num_steps=4, nan_max_consecutive=2)
+    train_src, test_src = tiny_sources()
+    bad = []
+    for r in train_src:
+        r = dict(r)
+        r["keypoints_2d"] = np.full_like(r["keypoints_2d"], np.nan)
+        bad.append(r)
+    with pytest.raises(train.NonFiniteError, match="2 consecutive"):
+        train.train_and_evaluate(config, str(tmp_path), sources=[(bad, 1.0)],
+                                 eval_source=(test_src, "synthetic"))
+    rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert rows == [] or all(r.get("train/nonfinite_total", 0) >= 1 for r in rows)
+
+
+def test_nonfinite_step_leaves_state_unchanged():
+    config = tiny_config()
+    mesh = train.make_mesh()
+    model, tx, body = train.build_model(config), train.make_optimizer(config), train.load_body(config)
+    state, sh = train.create_train_state(config, model, mesh, tx)
+    from imphmr_jax.data import pipeline
+    it = pipeline.make_train_iterator([tiny_sources()[0]], [1.0], train.pipeline_config(config))
+    local = next(it)
+    step = train.make_train_step(config, model, tx, mesh, sh, silhouette_tiles=0)
+    before = jax.device_get(state.params)
+    bad = dict(local, joints_3d=np.full_like(local["joints_3d"], np.nan))
+    bad["has_pose_3d"] = np.ones_like(local["has_pose_3d"])
+    body_dev = jax.device_put(body, train.replicated(mesh))
+    state, m = step(state, train.global_batch(bad, mesh), body_dev)
+    assert float(m["finite"]) == 0.0 and int(state.nonfinite_total) == 1
+    assert int(state.nonfinite_streak) == 1 and int(state.step) == 1
+    chex.assert_trees_all_equal(jax.device_get(state.params), before)
+    state, m = step(state, train.global_batch(local, mesh), body_dev)
+    assert float(m["finite"]) == 1.0 and int(state.nonfinite_streak) == 0
+    assert int(state.nonfinite_total) == 1
+    delta = jax.tree.map(lambda a, b: float(np.abs(a - b).max()), jax.device_get(state.params),
+                         before)
+    assert max(jax.tree.leaves(delta)) > 0
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def _worker(out_dir, devices, *dist):
+    env = dict(os.environ, WORKER_STEPS="3", PYTHONPATH=os.pathsep.join(
+        [HERE, os.path.dirname(HERE), os.environ.get("PYTHONPATH", "")]))
+    env.pop("XLA_FLAGS", None)
+    return subprocess.Popen([sys.executable, os.path.join(HERE, "train_worker.py"), str(out_dir),
+                             str(devices), *map(str, dist)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def _finish(proc, timeout=600):
+    out, _ = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, out[-4000:]
+    return out
+
+
+def _load(path):
+    with np.load(path) as f:
+        return {k: f[k] for k in f.files}
+
+
+@pytest.fixture(scope="module")
+def worker_runs(tmp_path_factory):
+    """Three runs of the same tiny job: 1 device; 8 fake CPU devices; 2 processes x 1 device."""
+    root = tmp_path_factory.mktemp("workers")
+    one, eight, dist = root / "one", root / "eight", root / "dist"
+    for d in (one, eight, dist):
+        d.mkdir()
+    port = _free_port()
+    p_one = _worker(one, 1)
+    assert "devices 1 processes 1" in _finish(p_one)
+    p_eight = _worker(eight, 8)
+    assert "devices 8 processes 1" in _finish(p_eight)
+    procs = [_worker(dist, 1, f"localhost:{port}", 2, i) for i in range(2)]
+    outs = [_finish(p) for p in procs]
+    assert all("devices 2 processes 2" in o for o in outs)
+    return {"one": _load(one / "params0.npz"), "eight": _load(eight / "params0.npz"),
+            "dist0": _load(dist / "params0.npz"), "dist1": _load(dist / "params1.npz")}
+
+
+def _assert_close(a, b):
+    assert sorted(a) == sorted(b)
+    worst = max(float(np.max(np.abs(a[k] - b[k]))) for k in a)
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], rtol=2e-4, atol=2e-5, err_msg=k)
+    return worst
+
+
+def test_eight_devices_match_one_device(worker_runs):
+    _assert_close(worker_runs["eight"], worker_runs["one"])
+
+
+def test_two_processes_match_one_process(worker_runs):
+    chex.assert_trees_all_equal(worker_runs["dist0"], worker_runs["dist1"])
+    _assert_close(worker_runs["dist0"], worker_runs["one"])

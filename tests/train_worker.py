@@ -1,0 +1,38 @@
+"""Run a tiny training job in its own process (device count / jax.distributed set from argv) and
+save the final parameters, for tests/test_train.py's multi-device and multi-process checks.
+
+    python tests/train_worker.py OUT_DIR NUM_DEVICES [COORDINATOR NUM_PROCESSES PROCESS_ID]
+"""
+import os
+import sys
+
+
+def main():
+    out_dir, num_devices = sys.argv[1], int(sys.argv[2])
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                               + f" --xla_force_host_platform_device_count={num_devices}")
+    import jax
+    if len(sys.argv) > 3:
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(coordinator_address=sys.argv[3],
+                                   num_processes=int(sys.argv[4]), process_id=int(sys.argv[5]))
+    import numpy as np
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from train_fixtures import tiny_config, tiny_sources
+    from imphmr_jax import train
+
+    config = tiny_config(num_steps=int(os.environ.get("WORKER_STEPS", "3")))
+    train_src, test_src = tiny_sources()
+    result = train.train_and_evaluate(config, os.path.join(out_dir, f"work{jax.process_index()}"),
+                                      sources=[(train_src, 1.0)],
+                                      eval_source=(test_src, "synthetic"))
+    flat = {"/".join(str(getattr(k, "key", k)) for k in path): np.asarray(v)
+            for path, v in jax.tree_util.tree_leaves_with_path(
+                jax.device_get(result["state"].params))}
+    flat["eval_pa_mpjpe"] = np.asarray(result["eval"]["metrics"]["pa_mpjpe"])
+    np.savez(os.path.join(out_dir, f"params{jax.process_index()}.npz"), **flat)
+    print("devices", jax.device_count(), "processes", jax.process_count())
+
+
+if __name__ == "__main__":
+    main()
