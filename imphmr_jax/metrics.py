@@ -1,4 +1,4 @@
-"""Evaluation metrics. For now ESV (supp. 6.3); MPJPE / PA-MPJPE / PVE will join here.
+"""Evaluation metrics: MPJPE, PA-MPJPE, PVE (spec §14, per-sample mm) and ESV (supp. 6.3).
 
 ESV, the Entanglement between Shape and Viewing direction: for one image, infer β_φ from every
 azimuth φ = 0°, 1°, ..., 359°; σ_i is the (population, 1/360) standard deviation of coefficient i
@@ -49,3 +49,122 @@ def esv_of_model(betas_fn, images, chunk_size=60, num_views=ESV_NUM_VIEWS):
                                                            (n, chunk_size))))
               for i in range(0, num_views, chunk_size)]
     return esv(np.concatenate(chunks, axis=1))
+
+
+# ============================================================================ joint / vertex errors
+# MPJPE, PA-MPJPE and PVE (spec §14). Inputs are metres, outputs per-sample millimetres. None of
+# these functions aligns a root: the evaluation protocols (`imphmr_jax.evaluation`) subtract the
+# pelvis the way SPIN/PARE do before calling them.
+
+M_TO_MM = 1000.0
+# Guard for a degenerate point set (all points equal): Procrustes' scale divides by its spread.
+_VAR_EPS = 1e-12
+
+
+def _joint_weights(mask, shape_bj, dtype):
+    """(B, J) float weights from an optional (B, J) / (J,) bool or 0/1 mask."""
+    if mask is None:
+        return jnp.ones(shape_bj, dtype)
+    w = jnp.asarray(mask).astype(dtype)
+    return jnp.broadcast_to(w, shape_bj)
+
+
+def _check_points(pred, gt, name):
+    pred = jnp.asarray(pred)
+    gt = jnp.asarray(gt)
+    if pred.ndim != 3 or pred.shape[-1] != 3 or pred.shape != gt.shape:
+        raise ValueError(f"{name}: pred and gt must both be (B, J, 3), got {pred.shape} and "
+                         f"{gt.shape}")
+    dtype = jnp.promote_types(jnp.promote_types(pred.dtype, gt.dtype), jnp.float32)
+    return pred.astype(dtype), gt.astype(dtype)
+
+
+def _masked_point_mean(dist, w):
+    """Per-sample mean of (B, J) distances over joints with weight > 0 (weighted)."""
+    return jnp.sum(dist * w, axis=-1) / jnp.maximum(jnp.sum(w, axis=-1), 1e-12)
+
+
+def mpjpe(pred, gt, mask=None):
+    """Mean per-joint position error, per sample, in millimetres.
+
+    Args:
+      pred, gt: (B, J, 3) metres, already in the same frame (protocols root-align first).
+      mask: optional (B, J) or (J,) joint weights (bool or 0/1): the mean runs over the joints with
+        weight > 0 (weighted). A sample with no joint selected gets 0.
+    Returns:
+      (B,) mean_j ||pred_j - gt_j||_2 in mm.
+    """
+    pred, gt = _check_points(pred, gt, "mpjpe")
+    w = _joint_weights(mask, pred.shape[:2], pred.dtype)
+    dist = jnp.sqrt(jnp.sum((pred - gt) ** 2, axis=-1))
+    return _masked_point_mean(dist, w) * M_TO_MM
+
+
+def pve(pred_verts, gt_verts, mask=None):
+    """Per-vertex error (PARE's `compute_error_verts`), per sample, in millimetres.
+
+    No alignment and no translation: offsets between the two meshes (e.g. a root offset caused by
+    different β) count. Root-aligned PVE is the protocol's business (`Protocol.pve_root_aligned`).
+
+    Args:
+      pred_verts, gt_verts: (B, V, 3) metres. mask: optional (B, V) / (V,) vertex weights.
+    Returns:
+      (B,) mean_v ||pred_v - gt_v||_2 in mm.
+    """
+    pred_verts, gt_verts = _check_points(pred_verts, gt_verts, "pve")
+    w = _joint_weights(mask, pred_verts.shape[:2], pred_verts.dtype)
+    dist = jnp.sqrt(jnp.sum((pred_verts - gt_verts) ** 2, axis=-1))
+    return _masked_point_mean(dist, w) * M_TO_MM
+
+
+def similarity_procrustes(x, y, mask=None, return_transform=False):
+    """Align x to y with the best similarity transform (SPIN's `compute_similarity_transform`).
+
+    Finds scale s > 0 (for non-degenerate data), a proper rotation R (det +1: the reflection fix
+    Z = diag(1, 1, sign det(U Vᵀ))) and a translation t minimising Σ_j w_j ||s R x_j + t - y_j||²,
+    exactly as SPIN: centre both sets, K = X1 X2ᵀ (3 × 3), SVD K = U Σ Vᵀ, R = V Z Uᵀ,
+    s = tr(R K) / ||X1||², t = μ_y - s R μ_x. With a mask the centroids, K and ||X1||² are the
+    weighted ones (joints with weight 0 do not influence the fit; they are still transformed).
+
+    Args:
+      x: (B, J, 3) points to align (the prediction). y: (B, J, 3) target points.
+      mask: optional (B, J) / (J,) weights.
+      return_transform: also return (s (B,), R (B, 3, 3), t (B, 3)).
+    Returns:
+      (B, J, 3) aligned x = s R x + t (and the transform if asked).
+    """
+    x, y = _check_points(x, y, "similarity_procrustes")
+    w = _joint_weights(mask, x.shape[:2], x.dtype)[..., None]  # (B, J, 1)
+    wsum = jnp.maximum(jnp.sum(w, axis=1, keepdims=True), 1e-12)
+    mu_x = jnp.sum(w * x, axis=1, keepdims=True) / wsum
+    mu_y = jnp.sum(w * y, axis=1, keepdims=True) / wsum
+    xc, yc = x - mu_x, y - mu_y
+    var_x = jnp.sum(w * xc ** 2, axis=(1, 2))  # (B,)
+    k = jnp.einsum("bji,bjk->bik", w * xc, yc)  # (B, 3, 3) = X1 X2ᵀ in SPIN's column layout
+    u, _, vh = jnp.linalg.svd(k)
+    v = jnp.swapaxes(vh, -1, -2)
+    det = jnp.linalg.det(u @ vh)  # det(U Vᵀ) with SPIN's V = vhᵀ: U @ V.T = U @ vh
+    z_last = jnp.where(det < 0, -1.0, 1.0).astype(x.dtype)
+    z = jnp.ones(x.shape[:1] + (3,), x.dtype).at[:, 2].set(z_last)
+    r = v @ (z[..., None] * jnp.swapaxes(u, -1, -2))  # V Z Uᵀ
+    scale = jnp.trace(r @ k, axis1=-2, axis2=-1) / jnp.maximum(var_x, _VAR_EPS)
+    t = mu_y[:, 0] - scale[:, None] * jnp.einsum("bij,bj->bi", r, mu_x[:, 0])
+    aligned = scale[:, None, None] * jnp.einsum("bij,bnj->bni", r, x) + t[:, None, :]
+    if return_transform:
+        return aligned, (scale, r, t)
+    return aligned
+
+
+def pa_mpjpe(pred, gt, mask=None):
+    """Procrustes-aligned MPJPE (SPIN's reconstruction error), per sample, in millimetres.
+
+    The prediction is aligned to the ground truth with `similarity_procrustes` (fitted on the
+    masked joints when a mask is given), then `mpjpe` over the same joints.
+
+    Args:
+      pred, gt: (B, J, 3) metres. mask: optional (B, J) / (J,) joint weights.
+    Returns:
+      (B,) mm.
+    """
+    pred, gt = _check_points(pred, gt, "pa_mpjpe")
+    return mpjpe(similarity_procrustes(pred, gt, mask), gt, mask)

@@ -694,7 +694,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                 manager.save(done, state, data_iter.get_state())
             if config.train.eval_every and (done % config.train.eval_every == 0):
                 last_eval = evaluate(config, predict, state.variables(), eval_src, proto, bodies,
-                                     mesh, max_examples=config.eval.periodic_max_examples)
+                                     mesh,
+                                     max_examples=config.eval.periodic_max_examples)
                 writer.write(done, _scalar_summary(last_eval), "eval/")
                 best.update(done, state, last_eval["metrics"]["pa_mpjpe"])
             if step_hook is not None:
