@@ -335,7 +335,7 @@ def make_train_step(config, model, tx, mesh, state_shardings, *, silhouette_tile
             state.params)
         updates, new_opt = tx.update(grads, state.opt_state, state.params)
         new_params = optax.apply_updates(state.params, updates)
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         keep = lambda new, old: jax.tree.map(lambda a, b_: jnp.where(finite, a, b_), new, old)
         streak = jnp.where(finite, 0, state.nonfinite_streak + 1).astype(jnp.int32)
@@ -669,6 +669,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
             state, metrics = train_step(state, batch, body_dev)
             m = jax.device_get(metrics)
             if int(m["nonfinite_streak"]) >= config.train.nan_max_consecutive:
+                writer.write(step + 1, {"nonfinite_streak": float(m["nonfinite_streak"]),
+                                        "nonfinite_total": float(state.nonfinite_total)},
+                             "train/")
                 raise NonFiniteError(
                     f"{int(m['nonfinite_streak'])} consecutive training steps had a non-finite "
                     f"loss or gradient (step {step + 1}); the last finite state is in "

@@ -309,3 +309,17 @@ def test_figure_grid_of_samples(records):
     assert fig.shape == (4 * SIZE + 5 * 2, 6 * SIZE + 7 * 2, 3)
     os.makedirs(OUT, exist_ok=True)
     Image.fromarray(fig).save(os.path.join(OUT, "synthetic_samples.png"))
+
+
+def test_set_yaw_turns_the_forward_axis_to_the_requested_azimuth():
+    from scipy.spatial.transform import Rotation
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        root = Rotation.random(random_state=rng.integers(1 << 30))
+        yaw = rng.uniform(-np.pi, np.pi)
+        new = Rotation.from_rotvec(synthetic.set_yaw(root.as_rotvec(), yaw))
+        fwd = new.apply([0.0, 0.0, 1.0])
+        old_fwd = root.apply([0.0, 0.0, 1.0])
+        assert np.isclose(np.arctan2(np.sin(np.arctan2(fwd[0], fwd[2]) - yaw),
+                                     np.cos(np.arctan2(fwd[0], fwd[2]) - yaw)), 0.0, atol=1e-5)
+        assert np.isclose(fwd[1], old_fwd[1], atol=1e-6)  # only turned about the vertical

@@ -81,7 +81,12 @@ class SyntheticConfig:
         (single view; multi-view / video: the half-extent around the image centre).
       distance_range: allowed root depth, metres (the fill is given up where it would need more).
       elevation_range: camera elevation above the person's root, degrees (positive looks down).
-      azimuth_range: single-view camera azimuth, degrees (the body's yaw is already uniform).
+      azimuth_range: single-view camera azimuth, degrees.
+      facing_prob, facing_range: single view: with probability facing_prob the body's yaw is
+        redrawn uniformly in facing_range (degrees, 0 = facing the camera), as most photographs
+        show people roughly facing the camera; otherwise the sampler's uniform yaw is kept (back
+        and side views). Without this prior a small model cannot tell front from back at low
+        resolution and its global orientation, and with it the body pose, stays near chance.
       roll_range: camera roll about its optical axis, degrees.
       light_ambient_range, light_diffuse_range: Lambert shading weights.
       grain_range: per-pixel uniform noise amplitude added to the final image (0..1 units).
@@ -98,6 +103,8 @@ class SyntheticConfig:
 
     image_size: int = 256
     body: str = "default"
+    facing_prob: float = 0.75
+    facing_range: tuple = (-75.0, 75.0)
     pose_weights: tuple = ()
     fraction_2d_only: float = 0.2
     truncation_prob: float = 0.15
@@ -129,14 +136,15 @@ class SyntheticConfig:
         if self.image_format not in ("jpeg", "png"):
             raise ValueError(f"SyntheticConfig.image_format must be 'jpeg' or 'png', got "
                              f"{self.image_format!r}")
-        for name in ("fraction_2d_only", "truncation_prob", "occluder_prob", "video_orbit_prob"):
+        for name in ("fraction_2d_only", "truncation_prob", "occluder_prob", "video_orbit_prob",
+                     "facing_prob"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"SyntheticConfig.{name} must be in [0, 1], got {v}")
         for name in ("truncation_range", "focal_range", "fill_range", "distance_range",
                      "elevation_range", "azimuth_range", "roll_range", "light_ambient_range",
                      "light_diffuse_range", "grain_range", "video_root_speed", "video_orbit_rate",
-                     "multiview_elevation_range"):
+                     "multiview_elevation_range", "facing_range"):
             v = tuple(getattr(self, name))
             if len(v) != 2 or not v[0] <= v[1]:
                 raise ValueError(f"SyntheticConfig.{name} must be a (lo, hi) pair with lo <= hi, "
@@ -169,6 +177,18 @@ def sample_rng(config: SyntheticConfig, split: str, kind: int, index: int) -> np
 
 
 # ----------------------------------------------------------------------------- cameras
+
+
+def set_yaw(global_orient, yaw) -> np.ndarray:
+    """Turn a body-frame global orientation (axis-angle, y up) about the vertical axis so that the
+    body's forward axis (+z) points at azimuth `yaw` (radians; 0 = +z, towards a camera at
+    azimuth 0); a body whose forward axis is vertical (lying face up/down) keeps its yaw."""
+    root = Rotation.from_rotvec(np.asarray(global_orient, np.float64))
+    fwd = root.apply([0.0, 0.0, 1.0])
+    if math.hypot(fwd[0], fwd[2]) < 1e-6:
+        return np.asarray(global_orient, np.float32)
+    turn = yaw - math.atan2(fwd[0], fwd[2])
+    return (Rotation.from_rotvec([0.0, turn, 0.0]) * root).as_rotvec().astype(np.float32)
 
 
 def look_at_rotation(azimuth, elevation, roll=0.0) -> np.ndarray:
@@ -709,6 +729,8 @@ def sample_scene(config: SyntheticConfig, split: str, index: int) -> dict:
     """
     rng = sample_rng(config, split, _KIND_SINGLE, index)
     pose, _ = pose_sampler.sample_poses(rng, 1, config.weights)
+    if rng.random() < config.facing_prob:
+        pose[0, 0] = set_yaw(pose[0, 0], np.deg2rad(rng.uniform(*config.facing_range)))
     betas = rng.normal(0.0, 1.0, 10).astype(np.float32)
     rot = look_at_rotation(_uniform_deg(rng, config.azimuth_range),
                            _uniform_deg(rng, config.elevation_range),
