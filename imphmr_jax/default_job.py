@@ -11,7 +11,8 @@ On a fresh install, with nothing downloaded:
      the trained model's camera) on the same split and prints both in one table, written also to
      <workdir>/results.md and results.json.
 
-Any config field can be overridden: `python -m imphmr_jax.default_job --config.train.num_steps=300`.
+The verdict (PASS / FAIL against the 30% margin) is printed and stored in results.json; with
+`--strict` a FAIL also exits with status 1. Any config field can be overridden: `python -m imphmr_jax.default_job --config.train.num_steps=300`.
 Re-running resumes training from the last checkpoint (and reuses the built dataset).
 """
 from __future__ import annotations
@@ -120,7 +121,7 @@ def main(argv):
     train_lib.quiet_logs()
     from absl import flags
     summary = run(flags.FLAGS.config, flags.FLAGS.workdir)
-    return 0 if summary["passed"] else 1
+    return 0 if (summary["passed"] or not flags.FLAGS.strict) else 1
 
 
 if __name__ == "__main__":
@@ -129,4 +130,6 @@ if __name__ == "__main__":
     from imphmr_jax.config import synthetic_config
     config_flags.DEFINE_config_dict("config", synthetic_config(), "the job's config")
     flags.DEFINE_string("workdir", "out/default", "output directory")
+    flags.DEFINE_bool("strict", False, "exit with status 1 when the trained model's PA-MPJPE is "
+                      "not at least 30% below the mean-pose baseline")
     app.run(lambda argv: sys.exit(main(argv)))

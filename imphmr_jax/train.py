@@ -438,9 +438,22 @@ def open_source(config, name, builder_config, split, *, build_if_missing=True):
         s = config.data.synthetic
         if jax.process_index() == 0:
             builders.build(name, data_dir, config=builder_config, num_train=s.num_train,
-                           num_test=s.num_test, image_size=s.image_size, body=s.body)
+                           num_test=s.num_test, image_size=s.image_size, body=s.body,
+                           synthetic_options=synthetic_options(config))
         _barrier("synthetic_build")
         return builders.load_source(name, split, data_dir, config=builder_config)
+
+
+def synthetic_options(config) -> dict:
+    """`SyntheticConfig` overrides from config.data.synthetic (negative / empty = default)."""
+    s = config.data.synthetic
+    out = {k: float(getattr(s, k)) for k in ("background_clutter", "occluder_prob",
+                                              "truncation_prob", "facing_prob")
+           if k in s and float(getattr(s, k)) >= 0}
+    if s.get("pose_weights"):
+        out["pose_weights"] = tuple((f.strip(), float(w)) for f, w in
+                                    (item.split(":") for item in s.pose_weights.split(",")))
+    return out
 
 
 def _barrier(name):

@@ -317,9 +317,17 @@ def test_set_yaw_turns_the_forward_axis_to_the_requested_azimuth():
     for _ in range(20):
         root = Rotation.random(random_state=rng.integers(1 << 30))
         yaw = rng.uniform(-np.pi, np.pi)
-        new = Rotation.from_rotvec(synthetic.set_yaw(root.as_rotvec(), yaw))
+        new = Rotation.from_rotvec(S.set_yaw(root.as_rotvec(), yaw))
         fwd = new.apply([0.0, 0.0, 1.0])
         old_fwd = root.apply([0.0, 0.0, 1.0])
         assert np.isclose(np.arctan2(np.sin(np.arctan2(fwd[0], fwd[2]) - yaw),
                                      np.cos(np.arctan2(fwd[0], fwd[2]) - yaw)), 0.0, atol=1e-5)
         assert np.isclose(fwd[1], old_fwd[1], atol=1e-6)  # only turned about the vertical
+
+
+def test_background_clutter_zero_is_a_plain_gradient_with_the_same_draws():
+    full = S.sample_background(np.random.default_rng(5), 1.0)
+    plain = S.sample_background(np.random.default_rng(5), 0.0)
+    assert plain["bg_params"][5] == 0.0 and not plain["bg_shapes"][:, 6].any()
+    np.testing.assert_array_equal(full["bg_colors"], plain["bg_colors"])
+    np.testing.assert_array_equal(np.delete(full["bg_params"], 5), np.delete(plain["bg_params"], 5))

@@ -82,6 +82,8 @@ class SyntheticConfig:
       distance_range: allowed root depth, metres (the fill is given up where it would need more).
       elevation_range: camera elevation above the person's root, degrees (positive looks down).
       azimuth_range: single-view camera azimuth, degrees.
+      background_clutter: 0..1, the procedural background's pattern opacity and shape frequency
+        (1 = full variety, 0 = plain gradients).
       facing_prob, facing_range: single view: with probability facing_prob the body's yaw is
         redrawn uniformly in facing_range (degrees, 0 = facing the camera), as most photographs
         show people roughly facing the camera; otherwise the sampler's uniform yaw is kept (back
@@ -104,6 +106,7 @@ class SyntheticConfig:
     image_size: int = 256
     body: str = "default"
     facing_prob: float = 0.75
+    background_clutter: float = 1.0
     facing_range: tuple = (-75.0, 75.0)
     pose_weights: tuple = ()
     fraction_2d_only: float = 0.2
@@ -137,7 +140,7 @@ class SyntheticConfig:
             raise ValueError(f"SyntheticConfig.image_format must be 'jpeg' or 'png', got "
                              f"{self.image_format!r}")
         for name in ("fraction_2d_only", "truncation_prob", "occluder_prob", "video_orbit_prob",
-                     "facing_prob"):
+                     "facing_prob", "background_clutter"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"SyntheticConfig.{name} must be in [0, 1], got {v}")
@@ -366,8 +369,11 @@ def _sample_shapes(rng, n, centre_lo, centre_hi, radius_lo, radius_hi, on_prob):
     return rows
 
 
-def sample_background(rng: np.random.Generator) -> dict:
-    """Parameters of one procedural background (never plain).
+def sample_background(rng: np.random.Generator, clutter: float = 1.0) -> dict:
+    """Parameters of one procedural background.
+
+    clutter in [0, 1] scales the pattern opacity and the probability of each shape (1 = the full
+    procedural variety; 0 = a plain two-colour gradient). The random draws do not depend on it.
 
     A linear gradient between two colours, blended with a pattern (0 stripes, 1 checker,
     2 smooth noise from random plane waves, 3 none) and overlaid by up to 6 random shapes.
@@ -379,11 +385,11 @@ def sample_background(rng: np.random.Generator) -> dict:
     if rng.random() < 0.5:  # a softer gradient: the second colour near the first
         colors[1] = np.clip(colors[0] + rng.normal(0, 0.15, 3), 0, 1)
     params = np.array([rng.uniform(0, 2 * np.pi), rng.integers(4), rng.uniform(2, 16),
-                       rng.uniform(0, np.pi), rng.uniform(0, 2 * np.pi), rng.uniform(0.2, 0.9),
-                       rng.uniform(0, 0.05), 0.0])
+                       rng.uniform(0, np.pi), rng.uniform(0, 2 * np.pi),
+                       clutter * rng.uniform(0.2, 0.9), rng.uniform(0, 0.05), 0.0])
     waves = np.concatenate([rng.normal(0, 4.0, (_NUM_WAVES, 2)),
                             rng.uniform(0, 2 * np.pi, (_NUM_WAVES, 1))], 1)
-    shapes = _sample_shapes(rng, _NUM_BG_SHAPES, -0.1, 1.1, 0.04, 0.35, 0.45)
+    shapes = _sample_shapes(rng, _NUM_BG_SHAPES, -0.1, 1.1, 0.04, 0.35, 0.45 * clutter)
     return {"bg_colors": colors.astype(np.float32), "bg_params": params.astype(np.float32),
             "bg_waves": waves.astype(np.float32), "bg_shapes": shapes}
 
@@ -743,7 +749,8 @@ def sample_scene(config: SyntheticConfig, split: str, index: int) -> dict:
         "trunc_side": int(rng.integers(4)), "trunc_frac": rng.uniform(*config.truncation_range),
         "place": rng.random(2), "occluded": bool(rng.random() < config.occluder_prob),
         "two_d_only": bool(rng.random() < config.fraction_2d_only),
-        "look": {**sample_appearance(rng, config), **sample_background(rng)},
+        "look": {**sample_appearance(rng, config),
+                 **sample_background(rng, config.background_clutter)},
     }
     scene["rng"] = rng
     return scene
@@ -901,7 +908,7 @@ def generate_multiview(config: SyntheticConfig, split: str, num_people: int, num
                                    np.array([r.uniform(*config.fill_range) * size / 2]), size,
                                    config.distance_range, centred=True)[0]
                     trans = -rot @ target + np.array([0.0, 0.0, d])
-                    look = {**app, **sample_background(r)}
+                    look = {**app, **sample_background(r, config.background_clutter)}
                     occluded = r.random() < config.occluder_prob
                     rows.append((slot, k, rot, trans, focal, look, occluded, r))
             slots = np.array([row[0] for row in rows])
@@ -994,7 +1001,8 @@ def sample_clip(config: SyntheticConfig, split: str, clip: int, num_frames: int)
         "focal": rng.uniform(*config.focal_range) * config.image_size,
         "fill": rng.uniform(*config.fill_range), "times": times,
         "occluded": bool(rng.random() < config.occluder_prob),
-        "look": {**sample_appearance(rng, config), **sample_background(rng)},
+        "look": {**sample_appearance(rng, config),
+                 **sample_background(rng, config.background_clutter)},
         "rng": rng,
     }
 
