@@ -545,6 +545,9 @@ def imagination_panels(config, model, variables, source, out_dir, body, num: int
     from imphmr_jax.data import pipeline
     if not _uses_views(config) or jax.process_index() != 0:
         return []
+    # Process 0 only: work on a host copy, since a jitted call on the global (multi-process)
+    # parameters would wait for the other processes.
+    variables = jax.device_get(variables)
     it = pipeline.make_eval_iterator(_Subset(source, min(num, len(source))),
                                      pipeline_config(config, train=False, batch_size=num),
                                      process_index=0, process_count=1)

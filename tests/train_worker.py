@@ -23,7 +23,9 @@ def main():
 
     config = tiny_config(num_steps=int(os.environ.get("WORKER_STEPS", "3")))
     train_src, test_src = tiny_sources()
-    result = train.train_and_evaluate(config, os.path.join(out_dir, f"work{jax.process_index()}"),
+    # One workdir for all processes, as on a real multi-host job (a shared filesystem): orbax
+    # coordinates a multi-process checkpoint inside one directory.
+    result = train.train_and_evaluate(config, os.path.join(out_dir, "work"),
                                       sources=[(train_src, 1.0)],
                                       eval_source=(test_src, "synthetic"))
     flat = {"/".join(str(getattr(k, "key", k)) for k in path): np.asarray(v)
