@@ -86,6 +86,8 @@ def default_config() -> ml_collections.ConfigDict:
     t.batch_size = 64                 # global (paper, SPIN)
     t.num_steps = 100_000
     t.learning_rate = 5e-5            # SPIN; PARE 1e-4
+    t.optimizer = "adam"              # 'adam' (SPIN, PARE) | 'sgd' (with train.momentum)
+    t.momentum = 0.9
     t.schedule = "constant"           # 'constant' | 'cosine' | 'warmup_cosine'
     t.warmup_steps = 0
     t.weight_decay = 0.0

@@ -162,8 +162,15 @@ def make_optimizer(config) -> optax.GradientTransformation:
     parts = []
     if t.grad_clip:
         parts.append(optax.clip_by_global_norm(t.grad_clip))
-    parts.append(optax.adamw(lr, weight_decay=t.weight_decay) if t.weight_decay
-                 else optax.adam(lr))
+    if t.optimizer == "adam":
+        parts.append(optax.adamw(lr, weight_decay=t.weight_decay) if t.weight_decay
+                     else optax.adam(lr))
+    elif t.optimizer == "sgd":
+        if t.weight_decay:
+            parts.append(optax.add_decayed_weights(t.weight_decay))
+        parts.append(optax.sgd(lr, momentum=t.momentum or None))
+    else:
+        raise ValueError(f"train.optimizer must be 'adam' or 'sgd', got {t.optimizer!r}")
     return optax.chain(*parts)
 
 

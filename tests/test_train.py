@@ -168,11 +168,14 @@ def worker_runs(tmp_path_factory):
 
 
 def _assert_close(a, b):
-    assert sorted(a) == sorted(b)
-    worst = max(float(np.max(np.abs(a[k] - b[k]))) for k in a)
-    for k in a:
-        np.testing.assert_allclose(a[k], b[k], rtol=2e-4, atol=2e-5, err_msg=k)
-    return worst
+    """Same per-step losses and parameters up to float summation order (SGD, 3 steps)."""
+    np.testing.assert_allclose(a["train_losses"], b["train_losses"], rtol=1e-5)
+    assert len(a["train_losses"]) == 3
+    params = sorted(k for k in a if k not in ("train_losses", "eval_pa_mpjpe"))
+    assert params == sorted(k for k in b if k not in ("train_losses", "eval_pa_mpjpe"))
+    for k in params:
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-4, atol=1e-6, err_msg=k)
+    np.testing.assert_allclose(a["eval_pa_mpjpe"], b["eval_pa_mpjpe"], rtol=1e-4)
 
 
 def test_eight_devices_match_one_device(worker_runs):
@@ -180,5 +183,6 @@ def test_eight_devices_match_one_device(worker_runs):
 
 
 def test_two_processes_match_one_process(worker_runs):
-    chex.assert_trees_all_equal(worker_runs["dist0"], worker_runs["dist1"])
+    shared = [k for k in worker_runs["dist1"]]
+    chex.assert_trees_all_equal({k: worker_runs["dist0"][k] for k in shared}, worker_runs["dist1"])
     _assert_close(worker_runs["dist0"], worker_runs["one"])

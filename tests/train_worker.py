@@ -21,7 +21,11 @@ def main():
     from train_fixtures import tiny_config, tiny_sources
     from imphmr_jax import train
 
-    config = tiny_config(num_steps=int(os.environ.get("WORKER_STEPS", "3")))
+    # SGD: its update is linear in the gradient, so sharding changes (float summation order)
+    # stay at float-rounding size; Adam's m/sqrt(v) turns rounding noise on near-zero gradients
+    # into lr-sized steps, which would test Adam's conditioning rather than the sharding.
+    config = tiny_config(num_steps=int(os.environ.get("WORKER_STEPS", "3")), optimizer="sgd",
+                         learning_rate=1e-4)
     train_src, test_src = tiny_sources()
     # One workdir for all processes, as on a real multi-host job (a shared filesystem): orbax
     # coordinates a multi-process checkpoint inside one directory.
@@ -32,6 +36,10 @@ def main():
             for path, v in jax.tree_util.tree_leaves_with_path(
                 jax.device_get(result["state"].params))}
     flat["eval_pa_mpjpe"] = np.asarray(result["eval"]["metrics"]["pa_mpjpe"])
+    if jax.process_index() == 0:
+        import json
+        rows = [json.loads(line) for line in open(os.path.join(out_dir, "work", "metrics.jsonl"))]
+        flat["train_losses"] = np.asarray([r["train/loss"] for r in rows if "train/loss" in r])
     np.savez(os.path.join(out_dir, f"params{jax.process_index()}.npz"), **flat)
     print("devices", jax.device_count(), "processes", jax.process_count())
 
