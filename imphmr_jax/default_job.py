@@ -66,8 +66,7 @@ def run(config, workdir: str) -> dict:
     """Build, train, evaluate and compare; returns dict(trained, baseline, improvement, passed)."""
     from imphmr_jax import evaluation
     workdir = os.path.abspath(os.path.expanduser(workdir))
-    if not os.path.isabs(os.path.expanduser(config.data.data_dir)) and \
-            config.data.data_dir == "out/default/data":
+    if config.data.data_dir == "out/default/data":  # the config's default: inside workdir
         config.data.data_dir = os.path.join(workdir, "data")
     t0 = time.time()
     result = train_lib.train_and_evaluate(config, os.path.join(workdir, "train"))
@@ -83,11 +82,7 @@ def run(config, workdir: str) -> dict:
     bodies = train_lib.eval_bodies(config)
     baseline_fn = evaluation.mean_pose_predictor(mean_rotmat, mean_betas,
                                                  np.array([0.9, 0.0, 0.0], np.float32))
-    from imphmr_jax.data import pipeline
-    it = pipeline.make_eval_iterator(
-        test_src if not config.eval.max_examples else train_lib._Subset(
-            test_src, min(config.eval.max_examples, len(test_src))),
-        train_lib.pipeline_config(config, train=False, batch_size=config.eval.batch_size))
+    it = train_lib.eval_iterator(config, test_src, max_examples=config.eval.max_examples)
     baseline = evaluation.run_evaluation(baseline_fn, it, evaluation.PROTOCOLS[proto_name], bodies,
                                          os.path.join(workdir, "baseline_eval"), max_figures=0,
                                          gendered_gt=False, progress=False)

@@ -50,10 +50,8 @@ def variables_from_converted(config, path: str):
 def esv_summary(model, variables, source, config, num_samples: int) -> dict:
     """ESV over the first `num_samples` images (360 views each)."""
     from imphmr_jax import metrics
-    from imphmr_jax.data import pipeline
     n = min(num_samples, len(source))
-    it = pipeline.make_eval_iterator(train_lib._Subset(source, n),
-                                     train_lib.pipeline_config(config, train=False, batch_size=n))
+    it = train_lib.eval_iterator(config, source, max_examples=n, batch_size=n)
     batch = next(iter(it))
     images = jnp.asarray(batch["image"][:n])
     fn = jax.jit(lambda x, p: model.apply(variables, x, p, False)["betas"])

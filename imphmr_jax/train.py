@@ -513,6 +513,18 @@ def make_train_iterator(config, sources, weights):
 
 
 # ------------------------------------------------------------------------------------- evaluation
+def eval_iterator(config, source, *, max_examples: int = 0, batch_size: Optional[int] = None):
+    """The first `max_examples` (0 = all) records of `source` in order, unaugmented, in padded
+    batches with `valid`/`index`. Every process reads every row (evaluation is replicated)."""
+    from imphmr_jax.data import pipeline
+    if max_examples and max_examples < len(source):
+        source = _Subset(source, max_examples)
+    return pipeline.make_eval_iterator(
+        source, pipeline_config(config, train=False,
+                                batch_size=batch_size or config.eval.batch_size),
+        process_index=0, process_count=1)
+
+
 def evaluate(config, predict, variables, source, protocol_name, bodies, mesh, *, out_dir=None,
              max_examples=0, max_figures=0, progress=False):
     """Run one evaluation split through `evaluation.run_evaluation`; returns its summary.
@@ -522,14 +534,9 @@ def evaluate(config, predict, variables, source, protocol_name, bodies, mesh, *,
     same summary; only process 0 writes files.
     """
     from imphmr_jax import evaluation
-    from imphmr_jax.data import pipeline
-    if max_examples and max_examples < len(source):
-        source = _Subset(source, max_examples)
     n_dev = mesh.devices.size
     batch_size = int(math.ceil(config.eval.batch_size / n_dev) * n_dev)
-    it = pipeline.make_eval_iterator(source, pipeline_config(config, train=False,
-                                                             batch_size=batch_size),
-                                     process_index=0, process_count=1)  # every process: all rows
+    it = eval_iterator(config, source, max_examples=max_examples, batch_size=batch_size)
     p, n_proc = jax.process_index(), jax.process_count()
 
     def predict_fn(images):
@@ -549,15 +556,12 @@ def imagination_panels(config, model, variables, source, out_dir, body, num: int
     """The paper's Fig. 7 for the first `num` samples of `source`: the input crop, then the mesh
     and silhouette predicted at φ = 0°, 90°, 180°, 270° (`figures.imagination_panel`)."""
     from imphmr_jax import figures
-    from imphmr_jax.data import pipeline
     if not _uses_views(config) or jax.process_index() != 0:
         return []
     # Process 0 only: work on a host copy, since a jitted call on the global (multi-process)
     # parameters would wait for the other processes.
     variables = jax.device_get(variables)
-    it = pipeline.make_eval_iterator(_Subset(source, min(num, len(source))),
-                                     pipeline_config(config, train=False, batch_size=num),
-                                     process_index=0, process_count=1)
+    it = eval_iterator(config, source, max_examples=num, batch_size=num)
     batch = next(iter(it))
     phis = np.deg2rad(np.array([0.0, 90.0, 180.0, 270.0], np.float32))
     images = np.asarray(batch["image"])
@@ -726,7 +730,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                 best.update(done, state, last_eval["metrics"]["pa_mpjpe"])
             if step_hook is not None:
                 step_hook(done)
-        manager.wait()
     finally:
         if pbar is not None:
             pbar.close()
