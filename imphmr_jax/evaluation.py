@@ -391,6 +391,19 @@ def _to_numpy_batch(batch):
     return {k: np.asarray(v) for k, v in batch.items()}
 
 
+def labelled_mask(protocol, batch) -> np.ndarray:
+    """(B,) bool: the samples that carry the ground truth `protocol` reads (batch['has_smpl'] for
+    a GT mesh, batch['has_pose_3d'] for dataset joints). A batch without the flag counts as
+    labelled. Samples without labels (e.g. the 2D-only records of a mixed split) would otherwise
+    be scored against zero-filled labels."""
+    protocol = get_protocol(protocol)
+    flag = "has_smpl" if protocol.gt_source == "smpl" else "has_pose_3d"
+    n = np.asarray(batch["image"]).shape[0]
+    if flag not in batch:
+        return np.ones((n,), bool)
+    return np.asarray(batch[flag]).reshape(n) > 0
+
+
 def run_evaluation(predict_fn, batches: Iterable[Mapping[str, Any]], protocol, bodies,
                    out_dir, *, max_figures: int = 8, gendered_gt: bool = False,
                    allow_neutral_fallback: bool = False, progress: bool = True,
@@ -411,6 +424,8 @@ def run_evaluation(predict_fn, batches: Iterable[Mapping[str, Any]], protocol, b
         figures/overlays.png (crop | predicted mesh over the crop, for the first `max_figures`
         valid samples; their indices are in the summary). A sample with a non-finite metric is
         written with null there and counted in summary['nonfinite_excluded'], not in the means.
+        Samples without the protocol's labels (`labelled_mask`) are skipped and counted in
+        summary['unlabelled_excluded'].
       gendered_gt, allow_neutral_fallback: GT body choice (see `gt_body_choice`).
       progress: show a tqdm bar. total: number of batches, for the bar.
     Returns:
@@ -432,7 +447,7 @@ def run_evaluation(predict_fn, batches: Iterable[Mapping[str, Any]], protocol, b
         os.makedirs(out_dir, exist_ok=True)
     faces = np.asarray(bodies["neutral"].faces)
     sums = {k: 0.0 for k in protocol.metrics}
-    count, skipped_nonfinite = 0, 0
+    count, skipped_nonfinite, unlabelled = 0, 0, 0
     fig_images, fig_verts, fig_cams, fig_index = [], [], [], []
     per_sample_path = os.path.join(out_dir or "", "per_sample.jsonl")
     bar = tqdm(batches, total=total, desc=f"eval {protocol.name}", disable=not progress)
@@ -448,6 +463,9 @@ def run_evaluation(predict_fn, batches: Iterable[Mapping[str, Any]], protocol, b
             rotmat = _view0(pred["rotmat"], 4)
             betas = _view0(pred["betas"], 2)
             valid = batch["valid"].astype(bool)
+            labelled = labelled_mask(protocol, batch)
+            unlabelled += int(np.sum(valid & ~labelled))
+            valid = valid & labelled
             res, pred_verts = evaluate_batch_jit(
                 protocol, rotmat, betas, batch, bodies, valid=valid, gendered_gt=gendered_gt,
                 allow_neutral_fallback=allow_neutral_fallback, return_pred_vertices=True)
@@ -491,6 +509,7 @@ def run_evaluation(predict_fn, batches: Iterable[Mapping[str, Any]], protocol, b
         "allow_neutral_fallback": bool(allow_neutral_fallback),
         "count": count,
         "nonfinite_excluded": skipped_nonfinite,
+        "unlabelled_excluded": unlabelled,
         "units": "mm",
         "metrics": {k: (sums[k] / count if count else None) for k in protocol.metrics},
         # path relative to out_dir, so the folder can be moved

@@ -210,6 +210,21 @@ def gt_camera_translation(batch, body):
     return jax.lax.stop_gradient(t)
 
 
+def gt_silhouette_vertices(body, pose, betas, cam_t, phi):
+    """The GT mesh seen from view φ in the crop camera's frame (B, V, 3): the GT SMPL (axis-angle
+    pose (B, 72), betas) posed, rotated by R_y(φ) (B,) about its root joint
+    (`views.rotate_points`) and translated by cam_t (B, 3). `gt_silhouettes` rasterizes these; the
+    training set-up sizes the rasterizer's tile budget on them."""
+    out = smpl_jax.forward(body, gt_rotmat(pose), betas)
+    verts = views.rotate_points(out.vertices, phi, out.joints[:, 0])
+    return verts + cam_t[:, None, :]
+
+
+def silhouette_intrinsics(size, *, focal_length=cam_lib.FOCAL_LENGTH, img_res=cam_lib.IMG_RES):
+    """SPIN's crop camera resized to size×size pixels (the GT silhouettes' camera)."""
+    return cam_lib.rescale_intrinsics(cam_lib.spin_intrinsics(img_res, focal_length), img_res, size)
+
+
 def gt_silhouettes(body, pose, betas, cam_t, phi, size=128, *, max_tiles: int,
                    focal_length=cam_lib.FOCAL_LENGTH, img_res=cam_lib.IMG_RES,
                    return_overflow: bool = False):
@@ -230,10 +245,8 @@ def gt_silhouettes(body, pose, betas, cam_t, phi, size=128, *, max_tiles: int,
     Returns:
       (B, size, size) float32 in {0, 1}, no gradient [, (B,) int32 overflow].
     """
-    out = smpl_jax.forward(body, gt_rotmat(pose), betas)
-    verts = views.rotate_points(out.vertices, phi, out.joints[:, 0])
-    verts = verts + cam_t[:, None, :]
-    intr = cam_lib.rescale_intrinsics(cam_lib.spin_intrinsics(img_res, focal_length), img_res, size)
+    verts = gt_silhouette_vertices(body, pose, betas, cam_t, phi)
+    intr = silhouette_intrinsics(size, focal_length=focal_length, img_res=img_res)
     frags = rasterize(jax.lax.stop_gradient(verts), body.faces, intr, size, size,
                       max_tiles=max_tiles)
     if return_overflow:
@@ -315,7 +328,8 @@ def total_loss(outputs, batch, phis, body, weights: LossWeights = LossWeights(),
     """L_all = L_reg + L_imag + L_cons for `ImpHMR` outputs with V = 2 or 3 views.
 
     Args:
-      outputs: ImpHMR outputs (B, V, ...) (rotmat, betas, cam, optionally silhouette_logits).
+      outputs: ImpHMR outputs (B, V, ...) (rotmat, betas, cam, optionally silhouette_logits, for
+        all V views or (B, 1, S, S) for view 1 only, as `ImpHMR(..., silhouette_views=(1,))`).
       batch: labels (module docstring).
       phis: (B, V) radians the views were rendered at; phis[:, 0] must be 0 (the input view).
       body: BodyModel (a jit argument).
@@ -339,11 +353,22 @@ def total_loss(outputs, batch, phis, body, weights: LossWeights = LossWeights(),
         gt_silhouette = gt_silhouettes(body, batch["pose"], batch["betas"], cam_t, phis[:, 1],
                                        outputs["silhouette_logits"].shape[-1],
                                        max_tiles=silhouette_max_tiles)
-    reg, terms = L_reg(view(outputs, 0), batch, body, weights)
-    imag, t_imag = L_imag(view(outputs, 1), batch, phis[:, 1], gt_silhouette, body, weights)
+    base = {k: v for k, v in outputs.items() if k != "silhouette_logits"}
+    view1 = view(base, 1)
+    if "silhouette_logits" in outputs:
+        sil = outputs["silhouette_logits"]
+        if sil.shape[1] == num_views:
+            view1["silhouette_logits"] = sil[:, 1]
+        elif sil.shape[1] == 1:  # decoded for the imagination view only (silhouette_views=(1,))
+            view1["silhouette_logits"] = sil[:, 0]
+        else:
+            raise ValueError(f"silhouette_logits must hold all {num_views} views or view 1 only, "
+                             f"got shape {sil.shape}")
+    reg, terms = L_reg(view(base, 0), batch, body, weights)
+    imag, t_imag = L_imag(view1, batch, phis[:, 1], gt_silhouette, body, weights)
     a, b = (1, 2) if num_views >= 3 else (0, 1)
     mask_2d_only = (1.0 - batch["has_smpl"]) * (1.0 - batch["has_pose_3d"])
-    cons, t_cons = L_cons(view(outputs, a), view(outputs, b), phis[:, a], phis[:, b],
+    cons, t_cons = L_cons(view(base, a), view(base, b), phis[:, a], phis[:, b],
                           mask_2d_only, weights, stop_gradient_target)
     total = reg + imag + cons
     terms = dict(terms, **t_imag, **t_cons, L_reg=reg, L_imag=imag, L_cons=cons, L_all=total)

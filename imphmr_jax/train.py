@@ -267,19 +267,16 @@ def initialize_from(state: TrainState, spec: str, mesh, tx) -> TrainState:
 def silhouette_tile_budget(body, batch, config, num_probe_views: int = 8) -> int:
     """The GT-silhouette rasterizer's static tile budget from a concrete batch (outside jit):
     the largest `required_tiles` over evenly spaced views φ, times `train.silhouette_headroom`."""
-    from imphmr_jax.geometry import camera as cam_lib
-    from imphmr_jax.geometry import views
     from imphmr_jax.render.rasterize import required_tiles
     size = silhouette_size(config)
     pose, betas = jnp.asarray(batch["pose"]), jnp.asarray(batch["betas"])
     kp = {k: jnp.asarray(batch[k]) for k in ("pose", "betas", "keypoints_2d")}
     cam_t = losses.gt_camera_translation(kp, body)
-    out = smpl_jax.forward(body, losses.gt_rotmat(pose), betas)
-    intr = cam_lib.rescale_intrinsics(cam_lib.spin_intrinsics(), cam_lib.IMG_RES, size)
+    intr = losses.silhouette_intrinsics(size)
     need = 1
     for phi in np.linspace(0, 2 * np.pi, num_probe_views, endpoint=False):
         phis = jnp.full((pose.shape[0],), phi, jnp.float32)
-        verts = views.rotate_points(out.vertices, phis, out.joints[:, 0]) + cam_t[:, None]
+        verts = losses.gt_silhouette_vertices(body, pose, betas, cam_t, phis)
         need = max(need, int(required_tiles(verts, body.faces, intr, size, size)))
     return int(math.ceil(need * config.train.silhouette_headroom / 64.0) * 64)
 
@@ -325,10 +322,13 @@ def make_train_step(config, model, tx, mesh, state_shardings, *, silhouette_tile
             sil = None
 
         def loss_fn(params):
+            # D decodes the imagination view φ1 only: its silhouette is the only one a loss
+            # reads (decoding all views would triple D's cost for nothing but BN statistics).
             outputs, new_vars = model.apply(
                 {"params": params, "batch_stats": state.batch_stats}, batch["image"], phis,
                 train=True, mutable=["batch_stats"],
-                rngs={"dropout": k_drop, "sampling": k_samp, "density_noise": k_noise})
+                rngs={"dropout": k_drop, "sampling": k_samp, "density_noise": k_noise},
+                **({"silhouette_views": (1,)} if num_views > 1 else {}))
             if num_views > 1:
                 loss, terms = losses.total_loss(outputs, batch, phis, body, weights,
                                                 gt_silhouette=sil,
@@ -467,6 +467,37 @@ def _barrier(name):
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
         multihost_utils.sync_global_devices(name)
+
+
+def check_shared_workdir(workdir: str) -> None:
+    """With several processes, every process must see the same `workdir` (orbax coordinates the
+    checkpoints of all processes inside one directory; with a private directory per process the
+    first checkpoint waits forever). Process 0 writes a token there; every process must read it
+    back, else a ValueError names the directory. One process: nothing to check."""
+    if jax.process_count() == 1:
+        return
+    from jax.experimental import multihost_utils
+    token = int(multihost_utils.broadcast_one_to_all(
+        np.int32(np.random.default_rng().integers(1, 2**31 - 1))))
+    path = os.path.join(workdir, ".shared_workdir_check")
+    if jax.process_index() == 0:
+        with open(path + ".tmp", "w") as f:
+            f.write(str(token))
+        os.replace(path + ".tmp", path)
+    _barrier("shared_workdir_written")
+    try:
+        with open(path) as f:
+            seen = int(f.read().strip() or 0)
+    except (OSError, ValueError):
+        seen = None
+    ok = multihost_utils.process_allgather(np.int32(seen == token))
+    _barrier("shared_workdir_read")
+    if not np.all(ok):
+        bad = [int(i) for i in np.flatnonzero(np.asarray(ok) == 0)]
+        raise ValueError(
+            f"workdir {workdir} is not shared by all {jax.process_count()} processes (processes "
+            f"{bad} do not see process 0's files there). Multi-process training needs one "
+            "directory every process can read and write (a shared file system or bucket).")
 
 
 def pipeline_config(config, *, train: bool = True, batch_size: Optional[int] = None):
@@ -631,6 +662,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     """
     workdir = os.path.abspath(os.path.expanduser(workdir))
     os.makedirs(workdir, exist_ok=True)
+    check_shared_workdir(workdir)
     is_main = jax.process_index() == 0
     if is_main:
         with open(os.path.join(workdir, "config.json"), "w") as f:

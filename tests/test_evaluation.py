@@ -273,3 +273,24 @@ def test_run_evaluation_excludes_nonfinite(body, tmp_path):
         rows = [json.loads(line, parse_constant=pytest.fail) for line in f]  # no NaN tokens
     assert [r["index"] for r in rows] == [10, 11, 12] and rows[1]["mpjpe"] is None
     np.testing.assert_allclose(s["metrics"]["mpjpe"], (rows[0]["mpjpe"] + rows[2]["mpjpe"]) / 2)
+
+
+@pytest.mark.parametrize("name, flag", [("synthetic", "has_smpl"), ("h36m_p1", "has_pose_3d")])
+def test_run_evaluation_skips_unlabelled(body, tmp_path, name, flag):
+    """A sample without the protocol's labels (2D-only, zero-filled pose/joints) is not scored."""
+    labels, _ = _labels(body)
+    labels.update(image=np.zeros((B, 16, 16, 3), np.float32), valid=np.ones(B),
+                  index=np.arange(B), has_smpl=np.ones(B, np.float32),
+                  has_pose_3d=np.ones(B, np.float32))
+    labels[flag] = np.array([1.0, 0.0, 1.0], np.float32)
+    mean = spin_default_mean_params()
+    predict = ev.mean_pose_predictor(mean["pose"], mean["shape"], mean["cam"])
+    s = ev.run_evaluation(predict, [labels], name, {"neutral": body}, str(tmp_path),
+                          max_figures=0, progress=False)
+    assert s["count"] == 2 and s["unlabelled_excluded"] == 1
+    with open(tmp_path / "per_sample.jsonl") as f:
+        assert [json.loads(line)["index"] for line in f] == [0, 2]
+    full = ev.evaluate_batch(name, predict(labels["image"])["rotmat"],
+                             predict(labels["image"])["betas"], labels, {"neutral": body})
+    np.testing.assert_allclose(s["metrics"]["mpjpe"], np.mean(np.asarray(full["mpjpe"])[[0, 2]]),
+                               rtol=1e-5)

@@ -318,3 +318,20 @@ def test_backbone_given_as_module_or_config_builds_the_same_parameters():
         shapes.append(jax.tree.map(lambda s: s.shape, v))
     assert "backbone" in shapes[0]["params"]
     assert shapes[0] == shapes[1]
+
+
+@pytest.mark.parametrize("variant", ["imphmr", "ptn"])
+def test_silhouette_views_decodes_only_the_chosen_views(variant):
+    """silhouette_views=(1,) gives the view-1 silhouette of a full decode (eval mode: the same BN
+    statistics), leaves every other output unchanged, and rejects indices outside the views."""
+    model, v = tiny(variant), variables(variant)
+    full = evaluator(variant)(v, images(), PHIS)
+    one = jax.jit(lambda v, x, p: model.apply(v, x, p, False, return_silhouette=True,
+                                              silhouette_views=(1,)))(v, images(), PHIS)
+    assert one["silhouette_logits"].shape == (B, 1) + full["silhouette_logits"].shape[2:]
+    np.testing.assert_allclose(one["silhouette_logits"][:, 0], full["silhouette_logits"][:, 1],
+                               rtol=1e-5, atol=1e-5)
+    for k in REGRESSION:
+        np.testing.assert_array_equal(one[k], full[k])
+    with pytest.raises(ValueError, match="silhouette_views"):
+        model.apply(v, images(), PHIS, False, return_silhouette=True, silhouette_views=(2,))

@@ -118,6 +118,25 @@ def test_all_terms_vanish_at_the_labels():
                           "imag_pose", "imag_shape", "imag_silh", "cons_pose", "cons_shape"}
 
 
+def test_silhouette_of_the_imagination_view_only():
+    """Logits decoded for view 1 only ((B, 1, S, S), the train step's silhouette_views=(1,)) give
+    the same terms as logits for every view; a wrong view count is an error."""
+    batch, cam = labels()
+    out = exact_outputs(batch, cam, PHIS)
+    out["silhouette_logits"] = jax.random.normal(  # a non-zero silhouette term
+        jax.random.key(0), out["silhouette_logits"].shape)
+    sil = silhouettes(PHIS[:, 1])
+    _, full = loss_fn(out, batch, PHIS, body(), gt_silhouette=sil)
+    only = dict(out, silhouette_logits=out["silhouette_logits"][:, 1:2])
+    _, one = loss_fn(only, batch, PHIS, body(), gt_silhouette=sil)
+    assert float(full["imag_silh"]) > 1e-3
+    for k in full:
+        np.testing.assert_allclose(float(one[k]), float(full[k]), rtol=1e-6, err_msg=k)
+    with pytest.raises(ValueError, match="view 1 only"):
+        losses.total_loss(dict(out, silhouette_logits=out["silhouette_logits"][:, :2]), batch,
+                          PHIS, body(), gt_silhouette=sil)
+
+
 def test_gt_camera_translation_recovers_the_camera():
     batch, cam = labels()
     t = losses.gt_camera_translation(batch, body())

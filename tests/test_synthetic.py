@@ -187,6 +187,9 @@ def test_two_d_only_fraction_and_zeroed_labels(records):
     for r in records:
         if r["has_smpl"]:
             assert np.any(r["pose"]) and np.any(r["betas"]) and r["has_pose_3d"] == 1
+    # The test split is fully labelled; its other draws are unchanged (one random stream).
+    test = [S.sample_scene(CFG, "test", i) for i in range(60)]
+    assert not any(t["two_d_only"] for t in test)
 
 
 def test_truncated_samples_lose_keypoints_others_keep_them(records):

@@ -128,8 +128,8 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _worker(out_dir, devices, *dist):
-    env = dict(os.environ, WORKER_STEPS="3", PYTHONPATH=os.pathsep.join(
+def _worker(out_dir, devices, *dist, **extra_env):
+    env = dict(os.environ, WORKER_STEPS="3", **extra_env, PYTHONPATH=os.pathsep.join(
         [HERE, os.path.dirname(HERE), os.environ.get("PYTHONPATH", "")]))
     env.pop("XLA_FLAGS", None)
     return subprocess.Popen([sys.executable, os.path.join(HERE, "train_worker.py"), str(out_dir),
@@ -176,6 +176,22 @@ def _assert_close(a, b):
     for k in params:
         np.testing.assert_allclose(a[k], b[k], rtol=1e-4, atol=1e-6, err_msg=k)
     np.testing.assert_allclose(a["eval_pa_mpjpe"], b["eval_pa_mpjpe"], rtol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["private", "shared"])
+def test_multi_process_workdir_must_be_shared(tmp_path, kind):
+    """A per-process workdir would deadlock in orbax's first checkpoint: it is refused up front
+    with a message naming the directory; a shared one passes."""
+    port = _free_port()
+    procs = [_worker(tmp_path, 1, f"localhost:{port}", 2, i, WORKER_CHECK_WORKDIR=kind)
+             for i in range(2)]
+    outs = [_finish(p, timeout=180) for p in procs]
+    for out in outs:
+        if kind == "shared":
+            assert "workdir check: ok" in out, out[-2000:]
+        else:
+            assert "workdir check: error" in out and "is not shared by all 2 processes" in out, \
+                out[-2000:]
 
 
 def test_eight_devices_match_one_device(worker_runs):

@@ -2,6 +2,9 @@
 save the final parameters, for tests/test_train.py's multi-device and multi-process checks.
 
     python tests/train_worker.py OUT_DIR NUM_DEVICES [COORDINATOR NUM_PROCESSES PROCESS_ID]
+
+With WORKER_CHECK_WORKDIR=private|shared it only runs `train.check_shared_workdir` on a private
+(per-process) or shared directory under OUT_DIR and prints the outcome.
 """
 import os
 import sys
@@ -17,6 +20,18 @@ def main():
         jax.distributed.initialize(coordinator_address=sys.argv[3],
                                    num_processes=int(sys.argv[4]), process_id=int(sys.argv[5]))
     import numpy as np
+    check = os.environ.get("WORKER_CHECK_WORKDIR")
+    if check:
+        from imphmr_jax import train
+        sub = f"private{jax.process_index()}" if check == "private" else "shared"
+        workdir = os.path.join(out_dir, sub)
+        os.makedirs(workdir, exist_ok=True)
+        try:
+            train.check_shared_workdir(workdir)
+            print("workdir check: ok")
+        except ValueError as e:
+            print(f"workdir check: error: {e}")
+        return
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from train_fixtures import tiny_config, tiny_sources
     from imphmr_jax import train

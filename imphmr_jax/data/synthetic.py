@@ -71,7 +71,8 @@ class SyntheticConfig:
       pose_weights: () for ``pose_sampler.DEFAULT_WEIGHTS``, else ((family, weight), ...).
       fraction_2d_only: probability that a single-view sample loses its 3D labels (has_smpl =
         has_pose_3d = has_camera = 0; pose, betas, joints_3d, cam_t and intrinsics zeroed; 2D
-        keypoints, box and mask kept), like the real 2D-only datasets.
+        keypoints, box and mask kept), like the real 2D-only datasets. Training splits only: the
+        test split is always fully labelled.
       truncation_prob: probability that a single-view person is pushed partly out of the frame.
       truncation_range: fraction (of the person's projected box side) pushed outside the image.
       occluder_prob: probability of 1-2 random shapes drawn over part of the person.
@@ -748,7 +749,9 @@ def sample_scene(config: SyntheticConfig, split: str, index: int) -> dict:
         "truncated": bool(rng.random() < config.truncation_prob),
         "trunc_side": int(rng.integers(4)), "trunc_frac": rng.uniform(*config.truncation_range),
         "place": rng.random(2), "occluded": bool(rng.random() < config.occluder_prob),
-        "two_d_only": bool(rng.random() < config.fraction_2d_only),
+        # drawn on every split (one random stream), applied to training splits only: a test
+        # split is fully labelled
+        "two_d_only": bool(rng.random() < config.fraction_2d_only) and split != "test",
         "look": {**sample_appearance(rng, config),
                  **sample_background(rng, config.background_clutter)},
     }

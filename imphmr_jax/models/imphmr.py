@@ -174,11 +174,15 @@ class ImpHMR(nn.Module):
       dtype: computation dtype; parameters and batch statistics stay float32.
 
     __call__(images (B, H, W, 3), phis (B, V) radians, (B,) or None = one view at φ = 0, train,
-             return_silhouette=False) -> dict, V = number of views (1 for 'baseline'):
+             return_silhouette=False, silhouette_views=None) -> dict, V = number of views (1 for
+             'baseline'):
       pose_6d (B, V, 144), rotmat (B, V, 24, 3, 3), betas (B, V, 10), cam (B, V, 3)  (float32);
       'imphmr'/'ptn' also: feature_map f_φ (B, V, m, m, M_f) and attention (B, h0, w0, 1) in dtype,
       and silhouette_logits (B, V, 32m, 32m) in dtype when use_decoder and (train or
-      return_silhouette).
+      return_silhouette). silhouette_views (a static tuple of view indices, e.g. (1,) in training,
+      where only the imagination view's silhouette enters the loss) decodes those views only:
+      silhouette_logits is then (B, len(silhouette_views), 32m, 32m) in that order, and D's
+      BatchNorm statistics come from those views.
     rngs when train: 'dropout' (R), and for 'imphmr' 'sampling' (jittered depths) and
     'density_noise' (σ noise; not needed when density_noise = 0). BatchNorm statistics live in the
     'batch_stats' collection (mutable when train).
@@ -215,7 +219,8 @@ class ImpHMR(nn.Module):
                          name="regressor")
 
     @nn.compact
-    def __call__(self, images, phis, train: bool, return_silhouette: bool = False):
+    def __call__(self, images, phis, train: bool, return_silhouette: bool = False,
+                 silhouette_views: Optional[Sequence[int]] = None):
         if self.variant not in VARIANTS:
             raise ValueError(f"ImpHMR variant must be one of {VARIANTS}, got {self.variant!r}")
         if images.ndim != 4 or images.shape[-1] != 3:
@@ -264,7 +269,16 @@ class ImpHMR(nn.Module):
         # D is created at init even for an eval-mode init so that training finds its parameters.
         if self.use_decoder and (train or return_silhouette or self.is_initializing()):
             decoder = SilhouetteDecoder(channels=tuple(self.decoder_channels), dtype=self.dtype, name="silhouette_decoder")
-            out["silhouette_logits"] = per_view(decoder(fmap, train))
+            if silhouette_views is None or self.is_initializing():
+                out["silhouette_logits"] = per_view(decoder(fmap, train))
+            else:
+                sel = tuple(int(i) for i in silhouette_views)
+                if not sel or min(sel) < 0 or max(sel) >= v:
+                    raise ValueError(f"silhouette_views {silhouette_views} must be indices of the "
+                                     f"{v} views")
+                maps = fmap.reshape((b, v) + fmap.shape[1:])[:, jnp.asarray(sel)]
+                logits = decoder(maps.reshape((b * len(sel),) + fmap.shape[1:]), train)
+                out["silhouette_logits"] = logits.reshape((b, len(sel)) + logits.shape[1:])
         return out
 
     def _render_field(self, rays, z_fg, train):

@@ -136,11 +136,25 @@ def base_jsonable(options: dict) -> dict:
     return _jsonable(options)
 
 
+def _other_versions(builder) -> list:
+    """Version folders of `builder`'s dataset/config other than its own (finished builds only)."""
+    folder = os.path.dirname(builder.data_dir)
+    if not os.path.isdir(folder):
+        return []
+    return sorted(v for v in os.listdir(folder)
+                  if v != str(builder.version)
+                  and os.path.isfile(os.path.join(folder, v, "dataset_info.json")))
+
+
 def _prepared_builder(name, data_dir, config) -> HumanBuilder:
     builder = _builder(name, data_dir, config)
     if not builder.is_prepared():
         stale = _stale_incomplete_dirs(builder)
         extra = (f" (found the leftover of an interrupted build: {stale[0]})" if stale else "")
+        older = _other_versions(builder)
+        if older:
+            extra += (f" (found version(s) {', '.join(older)} built by another imphmr_jax release; "
+                      f"this release reads {builder.version})")
         raise FileNotFoundError(
             f"dataset {name!r}" + (f" config {config!r}" if config else "")
             + f" is not built in data_dir {data_dir}{extra}. Build it with:\n  "

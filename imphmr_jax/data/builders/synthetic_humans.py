@@ -54,6 +54,9 @@ class SyntheticHumans(HumanBuilder):
                               description="clips of num_frames frames"),
     ]
     DEFAULT_BUILDER_CONFIG_NAME = "default"
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {"1.0.0": "First release (imphmr_jax record schema).",
+                     "1.1.0": "The test split is fully labelled (no 2D-only records)."}
 
     def __init__(self, *, num_train: int = 1000, num_test: int = 200,
                  image_size: int | None = None, body: str | None = None, seed: int | None = None,
