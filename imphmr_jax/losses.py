@@ -55,7 +55,7 @@ import optax
 import smpl_jax
 from imphmr_jax.geometry import camera as cam_lib
 from imphmr_jax.geometry import views
-from imphmr_jax.render.rasterize import rasterize
+from imphmr_jax.render.rasterize import required_tiles, silhouette
 from smpl_jax.rotations import axis_angle_to_matrix
 
 NUM_OPENPOSE = 25  # SPIN's 49-joint set: 25 OpenPose joints, then the 24 GT joints
@@ -210,6 +210,11 @@ def gt_camera_translation(batch, body):
     return jax.lax.stop_gradient(t)
 
 
+# GT silhouettes: coverage only (`rasterize.silhouette`), back faces culled (body meshes are
+# closed, so the silhouette is that of the front faces), tiles of 4×4 pixels.
+GT_SILHOUETTE_TILE = 4
+
+
 def gt_silhouette_vertices(body, pose, betas, cam_t, phi):
     """The GT mesh seen from view φ in the crop camera's frame (B, V, 3): the GT SMPL (axis-angle
     pose (B, 72), betas) posed, rotated by R_y(φ) (B,) about its root joint
@@ -238,8 +243,9 @@ def gt_silhouettes(body, pose, betas, cam_t, phi, size=128, *, max_tiles: int,
       body: BodyModel; pose (B, 72); betas (B, 10); cam_t (B, 3) from `gt_camera_translation`
         (the data pipeline computes it); phi (B,) radians.
       size: silhouette side (static; 128 in the paper = the decoder's 32·map_size).
-      max_tiles: the rasterizer's static tile budget (`render.rasterize.required_tiles` on
-        representative data, outside jit, with headroom).
+      max_tiles: the rasterizer's static tile budget (`gt_silhouette_tiles` on representative
+        data, outside jit, with headroom). The mask is computed by `rasterize.silhouette` with
+        back faces culled, which is exact for closed meshes (SMPL, the default bodies).
       return_overflow: also return the rasterizer's (B,) count of faces dropped for lack of tile
         budget (should be 0; training logs it).
     Returns:
@@ -247,11 +253,18 @@ def gt_silhouettes(body, pose, betas, cam_t, phi, size=128, *, max_tiles: int,
     """
     verts = gt_silhouette_vertices(body, pose, betas, cam_t, phi)
     intr = silhouette_intrinsics(size, focal_length=focal_length, img_res=img_res)
-    frags = rasterize(jax.lax.stop_gradient(verts), body.faces, intr, size, size,
-                      max_tiles=max_tiles)
-    if return_overflow:
-        return frags.mask.astype(jnp.float32), frags.overflow
-    return frags.mask.astype(jnp.float32)
+    mask, overflow = silhouette(jax.lax.stop_gradient(verts), body.faces, intr, size, size,
+                                max_tiles=max_tiles, tile=GT_SILHOUETTE_TILE,
+                                cull_backfaces=True, return_overflow=True)
+    return (mask, overflow) if return_overflow else mask
+
+
+def gt_silhouette_tiles(body, pose, betas, cam_t, phi, size) -> int:
+    """The tile budget `gt_silhouettes` needs for these CONCRETE labels (outside jit), exactly:
+    same faces (back faces culled), tile size and camera. Add headroom for other batches."""
+    verts = gt_silhouette_vertices(body, pose, betas, cam_t, phi)
+    return required_tiles(verts, body.faces, silhouette_intrinsics(size), size, size,
+                          tile=GT_SILHOUETTE_TILE, cull_backfaces=True)
 
 
 # --------------------------------------------------------------------------- the paper's losses

@@ -267,17 +267,14 @@ def initialize_from(state: TrainState, spec: str, mesh, tx) -> TrainState:
 def silhouette_tile_budget(body, batch, config, num_probe_views: int = 8) -> int:
     """The GT-silhouette rasterizer's static tile budget from a concrete batch (outside jit):
     the largest `required_tiles` over evenly spaced views φ, times `train.silhouette_headroom`."""
-    from imphmr_jax.render.rasterize import required_tiles
     size = silhouette_size(config)
     pose, betas = jnp.asarray(batch["pose"]), jnp.asarray(batch["betas"])
     kp = {k: jnp.asarray(batch[k]) for k in ("pose", "betas", "keypoints_2d")}
     cam_t = losses.gt_camera_translation(kp, body)
-    intr = losses.silhouette_intrinsics(size)
     need = 1
     for phi in np.linspace(0, 2 * np.pi, num_probe_views, endpoint=False):
         phis = jnp.full((pose.shape[0],), phi, jnp.float32)
-        verts = losses.gt_silhouette_vertices(body, pose, betas, cam_t, phis)
-        need = max(need, int(required_tiles(verts, body.faces, intr, size, size)))
+        need = max(need, losses.gt_silhouette_tiles(body, pose, betas, cam_t, phis, size))
     return int(math.ceil(need * config.train.silhouette_headroom / 64.0) * 64)
 
 

@@ -238,3 +238,38 @@ def test_default_small_body_renders_a_plausible_silhouette_from_3m():
     assert 0.8 < (rows[-1] - rows[0] + 1) / (f * 1.7 / 3) < 1.2  # ~1.7 m tall at 3 m
     assert 0.04 < mask.mean() < 0.25
     assert mask[:, 64].sum() > 0.5 * (rows[-1] - rows[0])  # a body, not scattered pixels
+
+
+def _posed_default_small(n=6, seed=0):
+    """n default-small bodies in random poses, camera frame, about 2.5 m away."""
+    import smpl_jax
+    model = smpl_jax.load("default-small")
+    rng = np.random.default_rng(seed)
+    pose = rng.normal(0.0, 0.35, (n, 24, 3)).astype(np.float32)
+    pose[:, 0] = [np.pi, 0.0, 0.0]  # y up -> the camera's y down
+    pose[1:, 0] += rng.normal(0.0, 0.6, (n - 1, 3))
+    verts = smpl_jax.forward(model, jnp.asarray(pose), jnp.asarray(
+        rng.normal(0, 1, (n, 10)), jnp.float32)).vertices
+    return np.asarray(verts + jnp.array([0.0, 0.2, 2.5])), np.asarray(model.faces)
+
+
+def test_silhouette_equals_the_rasterized_mask_and_culling_is_exact_for_a_closed_mesh():
+    """`silhouette` (coverage only) = `rasterize(...).mask`; the default-small body is closed
+    (every edge in two faces), so culling back faces changes no pixel while it needs fewer tiles."""
+    verts, faces = _posed_default_small()
+    edges = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), 1)
+    assert set(np.unique(edges, axis=0, return_counts=True)[1]) == {2}
+    intr, h = [150.0, 150.0, 48.0, 48.0], 96
+    mask = np.asarray(R.rasterize(verts, faces, intr, h, h).mask, np.float32)
+    assert 0.03 < mask.mean() < 0.4
+    np.testing.assert_array_equal(R.silhouette(verts, faces, intr, h, h), mask)
+    culled, overflow = R.silhouette(verts, faces, intr, h, h, cull_backfaces=True,
+                                    return_overflow=True)
+    np.testing.assert_array_equal(culled, mask)
+    assert not np.any(overflow)
+    assert (R.required_tiles(verts, faces, intr, h, h, cull_backfaces=True, multiple=1)
+            < 0.7 * R.required_tiles(verts, faces, intr, h, h, multiple=1))
+    # a budget too small is reported
+    _, cut = R.silhouette(verts, faces, intr, h, h, cull_backfaces=True, max_tiles=64,
+                          return_overflow=True)
+    assert np.all(np.asarray(cut) > 0)

@@ -156,12 +156,14 @@ def schedule_tiles(i0, ni, j0, nj, live, tile: int, max_tiles: int):
 
 
 def required_tiles(vertices, faces, intrinsics, height: int, width: int, *, near: float = 1e-3,
-                   tile: int = 4, margin: float = 0.0, multiple: int = 256) -> int:
+                   tile: int = 4, margin: float = 0.0, multiple: int = 256,
+                   cull_backfaces: bool = False) -> int:
     """Tile budget (max over the batch) that rasterizes every face fully, from CONCRETE arrays.
 
     `margin` (pixels) widens each face's bbox (the soft rasterizer's reach). Rounded up to
-    `multiple` so nearby inputs share one compiled shape. Raises under tracing: inside jit pass a
-    static max_tiles (e.g. this function on representative data, with headroom) and check
+    `multiple` so nearby inputs share one compiled shape. `tile` and `cull_backfaces` must be those
+    of the rasterization the budget is for. Raises under tracing: inside jit pass a static
+    max_tiles (e.g. this function on representative data, with headroom) and check
     `Fragments.overflow == 0`.
     """
     try:
@@ -179,7 +181,10 @@ def required_tiles(vertices, faces, intrinsics, height: int, width: int, *, near
                                                         near)
     _, nj = pixel_range(umin - margin, umax + margin, width)
     _, ni = pixel_range(vmin - margin, vmax + margin, height)
-    ti, tj = _tile_counts(ni, nj, front & (ni > 0) & (nj > 0), tile)
+    live = front & (ni > 0) & (nj > 0)
+    if cull_backfaces:
+        live = live & (_edge_planes(tri)[1] < 0)
+    ti, tj = _tile_counts(ni, nj, live, tile)
     need = int(np.max(np.sum(np.asarray(ti) * np.asarray(tj), axis=1), initial=0))
     return max(multiple, -(-need // multiple) * multiple)
 
@@ -335,9 +340,40 @@ def rasterize(vertices, faces, intrinsics, height: int, width: int, *, near: flo
                           bool(cull_backfaces))
 
 
-def silhouette(vertices, faces, intrinsics, height: int, width: int, **kw) -> jax.Array:
-    """Hard silhouette (B, H, W) float32 in {0, 1}; keyword arguments as for `rasterize`."""
-    return rasterize(vertices, faces, intrinsics, height, width, **kw).mask.astype(jnp.float32)
+def _coverage(vertices, faces, intrinsics, height, width, tile, max_tiles, near, cull_backfaces):
+    b = vertices.shape[0]
+    intr = _as_intrinsics(intrinsics, b)
+    _, pix, _, overflow = _tile_fragments(vertices.astype(jnp.float32), faces.astype(jnp.int32),
+                                          intr, height, width, tile, max_tiles, near,
+                                          cull_backfaces)
+    n_pix = height * width
+    base = (jnp.arange(b, dtype=jnp.int32) * (n_pix + 1))[:, None, None, None]
+    covered = jnp.zeros((b * (n_pix + 1),), jnp.float32).at[(pix + base).reshape(-1)].set(1.0)
+    return covered.reshape(b, n_pix + 1)[:, :n_pix].reshape(b, height, width), overflow
+
+
+_coverage_jit = jax.jit(_coverage, static_argnums=(3, 4, 5, 6, 7, 8))
+
+
+def silhouette(vertices, faces, intrinsics, height: int, width: int, *, near: float = 1e-3,
+               max_tiles: Optional[int] = None, tile: int = 4, cull_backfaces: bool = False,
+               return_overflow: bool = False):
+    """Hard silhouette (B, H, W) float32 in {0, 1}: the pixels whose centre some face covers.
+
+    Arguments as for `rasterize`, whose `.mask` it equals, at a fraction of the cost: coverage
+    needs one scatter and no depth test, face ids or barycentrics. For a closed mesh (every edge
+    shared by two faces, e.g. SMPL and the default bodies) `cull_backfaces=True` gives the same
+    silhouette from about half the faces (size max_tiles for it with `required_tiles(...,
+    cull_backfaces=True)`): a ray that meets a closed surface enters it through a front face.
+    return_overflow: also return the (B,) count of faces cut by the tile budget.
+    """
+    if max_tiles is None:
+        max_tiles = required_tiles(vertices, faces, intrinsics, height, width, near=near,
+                                   tile=tile, cull_backfaces=cull_backfaces)
+    mask, overflow = _coverage_jit(jnp.asarray(vertices), jnp.asarray(faces),
+                                   jnp.asarray(intrinsics), int(height), int(width), int(tile),
+                                   int(max_tiles), float(near), bool(cull_backfaces))
+    return (mask, overflow) if return_overflow else mask
 
 
 def interpolate(fragments: Fragments, vertex_attributes, faces) -> jax.Array:
