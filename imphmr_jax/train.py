@@ -431,21 +431,19 @@ def _data_dir(config) -> str:
 
 
 def open_source(config, name, builder_config, split, *, build_if_missing=True):
-    """A built dataset split; the synthetic default is built on first use."""
+    """A built dataset split. The synthetic default is built on first use from
+    config.data.synthetic; an existing build is reused only when it was made with those options
+    (else `builders.build` raises, naming both sets)."""
     from imphmr_jax.data import builders
     data_dir = _data_dir(config)
-    try:
-        return builders.load_source(name, split, data_dir, config=builder_config)
-    except FileNotFoundError:
-        if not (build_if_missing and name == "synthetic_humans"):
-            raise
+    if build_if_missing and name == "synthetic_humans":
         s = config.data.synthetic
         if jax.process_index() == 0:
             builders.build(name, data_dir, config=builder_config, num_train=s.num_train,
                            num_test=s.num_test, image_size=s.image_size, body=s.body,
                            synthetic_options=synthetic_options(config))
         _barrier("synthetic_build")
-        return builders.load_source(name, split, data_dir, config=builder_config)
+    return builders.load_source(name, split, data_dir, config=builder_config)
 
 
 def synthetic_options(config) -> dict:

@@ -10,6 +10,7 @@ import pytest
 
 from imphmr_jax import convert, default_job
 from imphmr_jax import eval as eval_lib
+from imphmr_jax import train as train_lib
 from imphmr_jax.data import builders
 from imphmr_jax.testing.torch_reference import random_spin_state
 from train_fixtures import tiny_config
@@ -19,7 +20,8 @@ from train_fixtures import tiny_config
 def data_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("data")
     builders.build("synthetic_humans", str(d), num_train=12, num_test=6, image_size=64,
-                   body="default-small", progress=False)
+                   body="default-small", progress=False,
+                   synthetic_options=train_lib.synthetic_options(tiny_config()))
     return str(d)
 
 
@@ -90,3 +92,15 @@ def test_mean_pose_is_a_proper_rotation_average():
     ang = (Rotation.from_matrix(mean_rot) * base.inv()).magnitude()
     assert ang.max() < 0.05
     assert np.abs(mean_betas).max() < 0.6
+
+
+def test_synthetic_source_built_with_other_options_is_refused(data_dir):
+    """A config asking for another synthetic set than the one built in data_dir gets an error
+    naming both option sets, not the old data; the matching config reuses the build."""
+    config = tiny_config()
+    config.data.data_dir = data_dir
+    config.data.synthetic.update(num_train=12, num_test=6, image_size=64)
+    assert len(train_lib.open_source(config, "synthetic_humans", None, "train")) == 12
+    config.data.synthetic.num_train = 30
+    with pytest.raises(ValueError, match="was built with options"):
+        train_lib.open_source(config, "synthetic_humans", None, "train")
