@@ -81,7 +81,7 @@ class BestCheckpoint:
     def update(self, step: int, state: Any, value: float) -> None:
         if step in self._mngr.all_steps():
             return
-        variables = {"params": state.params, "batch_stats": state.batch_stats}
+        variables = state.variables()  # the moving average when training keeps one
         self._mngr.save(step, args=ocp.args.Composite(variables=ocp.args.StandardSave(variables)),
                         metrics={self.metric: float(value)})
 
@@ -90,7 +90,8 @@ class BestCheckpoint:
 
 
 def load_variables(workdir_or_dir: str, which: str = "best") -> dict:
-    """Model variables {'params', 'batch_stats'} (numpy) from a training workdir.
+    """Model variables {'params', 'batch_stats'} (numpy) from a training workdir: the evaluated
+    ones (the moving average of a run with train.ema_decay > 0).
 
     which: 'best' (the best evaluation; falls back to the latest checkpoint when there is none),
     'latest', or a step number as a string.
@@ -111,7 +112,11 @@ def load_variables(workdir_or_dir: str, which: str = "best") -> dict:
     mngr = ocp.CheckpointManager(ckpt_dir, options=ocp.CheckpointManagerOptions(read_only=True))
     out = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
     state = out["state"]
-    get = (lambda k: state[k]) if isinstance(state, dict) else (lambda k: getattr(state, k))
+    get = ((lambda k: state.get(k)) if isinstance(state, dict)
+           else (lambda k: getattr(state, k, None)))
+    ema = get("ema")
+    if ema:  # a run with train.ema_decay > 0: its evaluated variables are the moving average
+        return _to_numpy({"params": ema["params"], "batch_stats": ema["batch_stats"]})
     return _to_numpy({"params": get("params"), "batch_stats": get("batch_stats")})
 
 

@@ -92,6 +92,9 @@ def default_config() -> ml_collections.ConfigDict:
     t.warmup_steps = 0
     t.weight_decay = 0.0
     t.grad_clip = 0.0                 # 0 = off
+    t.ema_decay = 0.0                 # > 0: evaluate an exponential moving average of the
+                                      # parameters and BN statistics (decay ramped up as
+                                      # min(d, (1+t)/(10+t))); 0 = off
     t.num_views = 3                   # view 0 (input) + φ1 (L_imag) + φ2 (L_cons) [INF]
     t.silhouette_size = 0             # 0 = 32·map_size (the decoder's output)
     t.silhouette_headroom = 1.5       # tile budget = headroom × required on the first batch

@@ -67,8 +67,14 @@ class TrainState(flax.struct.PyTreeNode):
     rng: jax.Array           # (2,) uint32 raw key; step s uses fold_in(rng, s)
     nonfinite_total: jax.Array   # () int32
     nonfinite_streak: jax.Array  # () int32, consecutive non-finite steps up to now
+    # {'params', 'batch_stats'}: their exponential moving average (train.ema_decay > 0), or None
+    ema: Any = None
 
     def variables(self):
+        """The variables to evaluate: the moving average when kept, else the trained ones."""
+        return self.ema if self.ema is not None else self.trained_variables()
+
+    def trained_variables(self):
         return {"params": self.params, "batch_stats": self.batch_stats}
 
 
@@ -200,11 +206,14 @@ def create_train_state(config, model, mesh, tx, *, img_res: Optional[int] = None
         variables = _init_variables(model, init_key,
                                     (init_batch, img_res, img_res, 3), config.train.num_views)
         params = variables["params"]
-        return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                          batch_stats=variables.get("batch_stats", {}),
+        stats = variables.get("batch_stats", {})
+        ema = None
+        if config.train.ema_decay > 0:
+            ema = jax.tree.map(jnp.copy, {"params": params, "batch_stats": stats})
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=stats,
                           opt_state=tx.init(params), rng=jax.random.fold_in(rng, 2),
                           nonfinite_total=jnp.zeros((), jnp.int32),
-                          nonfinite_streak=jnp.zeros((), jnp.int32))
+                          nonfinite_streak=jnp.zeros((), jnp.int32), ema=ema)
 
     abstract = jax.eval_shape(init)
     shardings = jax.tree.map(lambda _: replicated(mesh), abstract)
@@ -260,10 +269,27 @@ def initialize_from(state: TrainState, spec: str, mesh, tx) -> TrainState:
     params = jax.device_put(params, rep)
     stats = jax.device_put(stats, rep)
     opt_state = jax.jit(tx.init, out_shardings=rep)(params)
-    return state.replace(params=params, batch_stats=stats, opt_state=opt_state)
+    ema = state.ema
+    if ema is not None:  # the average starts again from the loaded weights
+        ema = jax.jit(lambda p, s: jax.tree.map(jnp.copy, {"params": p, "batch_stats": s}),
+                      out_shardings=rep)(params, stats)
+    return state.replace(params=params, batch_stats=stats, opt_state=opt_state, ema=ema)
 
 
 # ------------------------------------------------------------------------------------- steps
+def ema_decay_at(step, decay: float):
+    """The moving average's decay after `step` updates: min(decay, (1 + step) / (10 + step)), so
+    that early averages are not dominated by the initial weights."""
+    step = jnp.asarray(step, jnp.float32)
+    return jnp.minimum(jnp.float32(decay), (1.0 + step) / (10.0 + step))
+
+
+def ema_update(ema, new, step, decay: float):
+    """One step of the exponential moving average: d·ema + (1 - d)·new, d = ema_decay_at(step)."""
+    d = ema_decay_at(step, decay)
+    return jax.tree.map(lambda a, b: (d * a + (1.0 - d) * b).astype(a.dtype), ema, new)
+
+
 def silhouette_tile_budget(body, batch, config, num_probe_views: int = 8) -> int:
     """The GT-silhouette rasterizer's static tile budget from a concrete batch (outside jit):
     the largest `required_tiles` over evenly spaced views φ, times `train.silhouette_headroom`."""
@@ -343,13 +369,17 @@ def make_train_step(config, model, tx, mesh, state_shardings, *, silhouette_tile
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         keep = lambda new, old: jax.tree.map(lambda a, b_: jnp.where(finite, a, b_), new, old)
         streak = jnp.where(finite, 0, state.nonfinite_streak + 1).astype(jnp.int32)
+        ema = state.ema
+        if ema is not None:
+            ema = keep(ema_update(ema, {"params": new_params, "batch_stats": new_stats},
+                                  state.step, config.train.ema_decay), ema)
         new_state = state.replace(
             step=state.step + 1,
             params=keep(new_params, state.params),
             batch_stats=keep(new_stats, state.batch_stats),
             opt_state=keep(new_opt, state.opt_state),
             nonfinite_total=state.nonfinite_total + (~finite).astype(jnp.int32),
-            nonfinite_streak=streak)
+            nonfinite_streak=streak, ema=ema)
         metrics = dict(terms, loss=loss, grad_norm=grad_norm, finite=finite.astype(jnp.float32),
                        nonfinite_streak=streak, **extra)
         return new_state, metrics

@@ -75,8 +75,9 @@ def test_load_variables_best_and_latest(uninterrupted):
     workdir, result = uninterrupted
     best = ckpt_lib.load_variables(str(workdir), "best")
     latest = ckpt_lib.load_variables(str(workdir), "latest")
-    chex.assert_trees_all_close(best["params"], jax.device_get(result["state"].params))
-    chex.assert_trees_all_close(latest["batch_stats"], jax.device_get(result["state"].batch_stats))
+    evaluated = jax.device_get(result["state"].variables())
+    chex.assert_trees_all_close(best["params"], evaluated["params"])
+    chex.assert_trees_all_close(latest["batch_stats"], evaluated["batch_stats"])
     with pytest.raises(FileNotFoundError, match="no checkpoint for step 3"):
         ckpt_lib.load_variables(str(workdir), "3")
 
@@ -202,3 +203,32 @@ def test_two_processes_match_one_process(worker_runs):
     shared = [k for k in worker_runs["dist1"]]
     chex.assert_trees_all_equal({k: worker_runs["dist0"][k] for k in shared}, worker_runs["dist1"])
     _assert_close(worker_runs["dist0"], worker_runs["one"])
+
+
+def test_ema_of_parameters_and_statistics(tmp_path):
+    """train.ema_decay: the state keeps d·ema + (1-d)·new after every step (d ramped up as
+    min(d, (1+t)/(10+t))), evaluation and the best checkpoint use it, and load_variables returns
+    it from a checkpoint."""
+    config = tiny_config(num_steps=2, ema_decay=0.5)
+    mesh = train.make_mesh()
+    model, tx, body = train.build_model(config), train.make_optimizer(config), train.load_body(config)
+    state, sh = train.create_train_state(config, model, mesh, tx)
+    from imphmr_jax.data import pipeline
+    it = pipeline.make_train_iterator([tiny_sources()[0]], [1.0], train.pipeline_config(config))
+    step = train.make_train_step(config, model, tx, mesh, sh, silhouette_tiles=0)
+    body_dev = jax.device_put(body, train.replicated(mesh))
+    expected = jax.device_get(state.trained_variables())
+    chex.assert_trees_all_equal(jax.device_get(state.ema), expected)
+    for t in range(3):
+        state, _ = step(state, train.global_batch(next(it), mesh), body_dev)
+        d = min(0.5, (1 + t) / (10 + t))
+        expected = jax.tree.map(lambda e, v: d * e + (1 - d) * v, expected,
+                                jax.device_get(state.trained_variables()))
+    chex.assert_trees_all_close(jax.device_get(state.ema), expected, rtol=1e-5, atol=1e-7)
+    assert state.variables() is state.ema
+    assert not np.allclose(jax.tree.leaves(expected["params"])[0],
+                           jax.tree.leaves(jax.device_get(state.params))[0])
+    result = _run(config, tmp_path)
+    ema = jax.device_get(result["state"].ema)
+    for which in ("best", "latest"):
+        chex.assert_trees_all_close(ckpt_lib.load_variables(str(tmp_path), which), ema)
