@@ -166,14 +166,14 @@ def synthetic_config() -> ml_collections.ConfigDict:
     """The embedded default job: ImpHMR on the synthetic default dataset, sized to train in minutes
     on a 2-core CPU. The paper's structure is kept (encoder -> attention -> feature field rendered
     from views φ -> AGG -> iterative regressor, silhouette decoder, L_reg + L_imag + L_cons); only
-    sizes shrink: a narrow ResNet-18 on 64² crops, a 2×2 feature map with 8 samples per ray, 128
-    channels, the small default body."""
+    sizes shrink: a narrow ResNet-18 (width 24) on 64² crops, a 2×2 feature map with 8 samples per
+    ray, 192 channels, the small default body; 3,000 steps of batch 32 (~10 min on 2 cores)."""
     c = default_config()
     c.name = "imphmr_synthetic"
     m = c.model
     m.backbone_depth = 18
-    m.backbone_width = 16
-    m.feature_size = 128          # = the R18-w16 encoder's channels (8·16)
+    m.backbone_width = 24         # 16 (128 channels) reached 84 mm PA-MPJPE where 24 reached 81
+    m.feature_size = 192          # = the R18-w24 encoder's channels (8·24)
     m.field_hidden = 64
     m.map_size = 2
     m.num_samples = 8
@@ -187,12 +187,16 @@ def synthetic_config() -> ml_collections.ConfigDict:
     d.img_res = 64
     # A few CPU minutes from random initialisation: the job's dataset keeps the full structure
     # (all labels, 2D-only samples, varied cameras and appearance) but uses plain gradient
-    # backgrounds, no occluders/truncation, people facing the camera (±75°) and no lying poses,
-    # and skips SPIN's augmentation. With the full variety a 1M-parameter model learns the mean
-    # pose and little more in this budget (see the issue 6 note); use num_steps and these
-    # fields to train on the harder default data.
-    d.augment = False
-    d.synthetic.num_train = 2000
+    # backgrounds, no occluders/truncation, people facing the camera (±75°) and no lying poses.
+    # With the full variety a 1M-parameter model learns the mean pose and little more in this
+    # budget (see the issue 6 notes); use num_steps and these fields to train on harder data.
+    # Augmentation: flips only (SPIN's label permutations); with 2,000 images the model overfit
+    # (train 76 vs test 89 mm PA-MPJPE), with 6,000 + flips train and test agree.
+    d.augment = True
+    d.noise_factor = 0.0
+    d.rot_factor = 0.0
+    d.scale_factor = 0.0
+    d.synthetic.num_train = 6000
     d.synthetic.num_test = 200
     d.synthetic.image_size = 128
     d.synthetic.body = "default-small"
@@ -203,15 +207,22 @@ def synthetic_config() -> ml_collections.ConfigDict:
     d.synthetic.pose_weights = ("standing:0.2,walking:0.25,reaching:0.25,crouching:0.1,"
                                 "sitting:0.1,articulation:0.1")
 
+    # Exact GT shapes for every labelled image: at the paper's 0.06 the predicted β drifted
+    # (MSE 1.5, worse than β = 0) while the keypoint terms pulled on it.
+    c.loss.lambda_shape = 1.0
+
     t = c.train
     t.batch_size = 32
-    t.num_steps = 1200            # the test PA-MPJPE plateaus after ~1000 steps (issue 6 note)
-    t.learning_rate = 1e-3        # small model from scratch: far above SPIN's fine-tuning rate
-    t.schedule = "warmup_cosine"
+    t.num_steps = 3000
+    t.learning_rate = 3e-3        # small model from scratch: far above SPIN's fine-tuning rate;
+    t.schedule = "warmup_cosine"  # 1e-3 learned slower, 6e-3 diverged
     t.warmup_steps = 100
+    t.grad_clip = 100.0           # a rare gradient spike (norm > 200) once sent the camera scale
+                                  # to 0 and the loss to NaN at this learning rate
+    t.ema_decay = 0.998
     t.log_every = 25
-    t.eval_every = 400
-    t.checkpoint_every = 200
+    t.eval_every = 1000
+    t.checkpoint_every = 500
 
     e = c.eval
     e.datasets = "synthetic_humans:test"
