@@ -4,7 +4,7 @@ On a fresh install, with nothing downloaded:
   1. builds the synthetic default dataset (`synthetic_humans`, rendered from the embedded default
      body) under <workdir>/data;
   2. trains the `synthetic` config (configs/imphmr/synthetic.py = imphmr_jax.config.synthetic_config)
-     for a few minutes on CPU, with checkpoints, metrics and loss curves in <workdir>/train;
+     for ~10 minutes on a 2-core CPU, with checkpoints, metrics and loss curves in <workdir>/train;
   3. evaluates on the held-out synthetic test split (MPJPE / PA-MPJPE on LSP-14 joints, PVE), with
      mesh overlays and the multi-view imagination panel in <workdir>/train/eval/synthetic;
   4. evaluates the mean-pose baseline (the training set's mean pose and shape for every image, with
