@@ -185,7 +185,7 @@ def synthetic_config() -> ml_collections.ConfigDict:
     d.data_dir = "out/default/data"
     d.train = "synthetic_humans:1.0"
     d.img_res = 64
-    # A few CPU minutes from random initialisation: the job's dataset keeps the full structure
+    # About ten CPU minutes from random initialisation: the job's dataset keeps the full structure
     # (all labels, 2D-only samples, varied cameras and appearance) but uses plain gradient
     # backgrounds, no occluders/truncation, people facing the camera (±75°) and no lying poses.
     # With the full variety a 1M-parameter model learns the mean pose and little more in this

@@ -207,9 +207,7 @@ def create_train_state(config, model, mesh, tx, *, img_res: Optional[int] = None
                                     (init_batch, img_res, img_res, 3), config.train.num_views)
         params = variables["params"]
         stats = variables.get("batch_stats", {})
-        ema = None
-        if config.train.ema_decay > 0:
-            ema = jax.tree.map(jnp.copy, {"params": params, "batch_stats": stats})
+        ema = _ema_start(params, stats) if config.train.ema_decay > 0 else None
         return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=stats,
                           opt_state=tx.init(params), rng=jax.random.fold_in(rng, 2),
                           nonfinite_total=jnp.zeros((), jnp.int32),
@@ -271,12 +269,16 @@ def initialize_from(state: TrainState, spec: str, mesh, tx) -> TrainState:
     opt_state = jax.jit(tx.init, out_shardings=rep)(params)
     ema = state.ema
     if ema is not None:  # the average starts again from the loaded weights
-        ema = jax.jit(lambda p, s: jax.tree.map(jnp.copy, {"params": p, "batch_stats": s}),
-                      out_shardings=rep)(params, stats)
+        ema = jax.jit(_ema_start, out_shardings=rep)(params, stats)
     return state.replace(params=params, batch_stats=stats, opt_state=opt_state, ema=ema)
 
 
 # ------------------------------------------------------------------------------------- steps
+def _ema_start(params, batch_stats):
+    """The moving average's first value: a copy (own buffers; the state is donated) of both."""
+    return jax.tree.map(jnp.copy, {"params": params, "batch_stats": batch_stats})
+
+
 def ema_decay_at(step, decay: float):
     """The moving average's decay after `step` updates: min(decay, (1 + step) / (10 + step)), so
     that early averages are not dominated by the initial weights."""
@@ -515,8 +517,7 @@ def check_shared_workdir(workdir: str) -> None:
             seen = int(f.read().strip() or 0)
     except (OSError, ValueError):
         seen = None
-    ok = multihost_utils.process_allgather(np.int32(seen == token))
-    _barrier("shared_workdir_read")
+    ok = multihost_utils.process_allgather(np.int32(seen == token))  # also a barrier
     if not np.all(ok):
         bad = [int(i) for i in np.flatnonzero(np.asarray(ok) == 0)]
         raise ValueError(

@@ -261,6 +261,20 @@ def _tile_fragments(vertices, faces, intr, height, width, tile, max_tiles, near,
     return face, pix, z, overflow
 
 
+def pixel_slots(pix, n_pix: int) -> jax.Array:
+    """(B, ...) per-image flat pixel indices (n_pix = rejected) -> indices into one flat
+    (B·(n_pix+1),) buffer. One scatter over a 1-D operand is markedly faster on CPU than a batched
+    (B, n_pix+1) scatter; slot n_pix of each image collects the rejected entries."""
+    b = pix.shape[0]
+    base = jnp.arange(b, dtype=jnp.int32) * (n_pix + 1)
+    return (pix + base.reshape((b,) + (1,) * (pix.ndim - 1))).reshape(-1)
+
+
+def image_rows(buffer, b: int, n_pix: int) -> jax.Array:
+    """A flat (B·(n_pix+1),) buffer indexed by `pixel_slots` -> (B, n_pix), rejects dropped."""
+    return buffer.reshape(b, n_pix + 1)[:, :n_pix]
+
+
 def _rasterize(vertices, faces, intrinsics, height, width, tile, max_tiles, near, cull_backfaces):
     b = vertices.shape[0]
     intr = _as_intrinsics(intrinsics, b)
@@ -270,10 +284,7 @@ def _rasterize(vertices, faces, intrinsics, height, width, tile, max_tiles, near
     nf = faces.shape[0]
     face, pix, z, overflow = _tile_fragments(vertices, faces, intr, height, width, tile, max_tiles,
                                              near, cull_backfaces)
-    # Flat (B·(H·W+1),) buffers: one scatter over a 1-D operand is markedly faster on CPU than a
-    # batched (B, H·W+1) scatter. Slot n_pix of each image collects the rejected entries.
-    base = (jnp.arange(b, dtype=jnp.int32) * (n_pix + 1))[:, None, None, None]
-    slot = (pix + base).reshape(-1)
+    slot = pixel_slots(pix, n_pix)
     z = z.reshape(-1)
     # Pass 1: nearest depth per pixel.
     zbuf = jnp.full((b * (n_pix + 1),), jnp.inf, jnp.float32).at[slot].min(z)
@@ -283,8 +294,7 @@ def _rasterize(vertices, faces, intrinsics, height, width, tile, max_tiles, near
     hit = (pix.reshape(-1) < n_pix) & (z == zbuf[slot])
     fbuf = jnp.full((b * (n_pix + 1),), nf, jnp.int32).at[jnp.where(hit, slot, 0)].min(
         jnp.where(hit, fid, nf))
-    fbuf = fbuf.reshape(b, n_pix + 1)
-    face_index = fbuf[:, :n_pix]
+    face_index = image_rows(fbuf, b, n_pix)
     mask = face_index < nf
     face_index = jnp.where(mask, face_index, -1)
 
@@ -347,9 +357,8 @@ def _coverage(vertices, faces, intrinsics, height, width, tile, max_tiles, near,
                                           intr, height, width, tile, max_tiles, near,
                                           cull_backfaces)
     n_pix = height * width
-    base = (jnp.arange(b, dtype=jnp.int32) * (n_pix + 1))[:, None, None, None]
-    covered = jnp.zeros((b * (n_pix + 1),), jnp.float32).at[(pix + base).reshape(-1)].set(1.0)
-    return covered.reshape(b, n_pix + 1)[:, :n_pix].reshape(b, height, width), overflow
+    covered = jnp.zeros((b * (n_pix + 1),), jnp.float32).at[pixel_slots(pix, n_pix)].set(1.0)
+    return image_rows(covered, b, n_pix).reshape(b, height, width), overflow
 
 
 _coverage_jit = jax.jit(_coverage, static_argnums=(3, 4, 5, 6, 7, 8))

@@ -22,8 +22,9 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from imphmr_jax.render.rasterize import (_as_intrinsics, clipped_screen_bbox, pixel_range,
-                                         required_tiles, schedule_tiles)
+from imphmr_jax.render.rasterize import (_as_intrinsics, clipped_screen_bbox, image_rows,
+                                         pixel_range, pixel_slots, required_tiles,
+                                         schedule_tiles)
 
 
 def _soft_silhouette(vertices, faces, intrinsics, height, width, sigma, near, tile, max_tiles,
@@ -68,11 +69,10 @@ def _soft_silhouette(vertices, faces, intrinsics, height, width, sigma, near, ti
     log_outside = jnp.where(valid, log_outside, 0.0)
 
     n_pix = height * width
-    base = (jnp.arange(b, dtype=jnp.int32) * (n_pix + 1))[:, None, None, None]
     pix = jnp.where(valid, rows[..., :, None] * width + cols[..., None, :], n_pix)
-    acc = jnp.zeros((b * (n_pix + 1),), log_outside.dtype).at[(pix + base).reshape(-1)].add(
+    acc = jnp.zeros((b * (n_pix + 1),), log_outside.dtype).at[pixel_slots(pix, n_pix)].add(
         log_outside.reshape(-1))
-    acc = acc.reshape(b, n_pix + 1)[:, :n_pix]
+    acc = image_rows(acc, b, n_pix)
     return -jnp.expm1(acc).reshape(b, height, width), overflow
 
 
