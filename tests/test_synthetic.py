@@ -16,6 +16,7 @@ from scipy.spatial.transform import Rotation
 import smpl_jax
 from imphmr_jax.data import draw, schema
 from imphmr_jax.data import synthetic as S
+from imphmr_jax.data.synthetic import renderer
 from imphmr_jax.geometry import camera
 from imphmr_jax.render import rasterize
 
@@ -137,20 +138,20 @@ def test_mask_covers_torso_keypoints_and_box_covers_everything(records):
 
 def test_images_show_the_person_where_the_mask_is(batches):
     for _, out, scenes in batches:
-        for k in range(len(scenes)):
-            img = out["image"][k].astype(int)
-            bg = out["background"][k].astype(int)
-            mask, occ = out["mask"][k], out["occluded"][k]
+        for k, scene in enumerate(scenes):
+            img = out.image[k].astype(int)
+            bg = out.background[k].astype(int)
+            mask, occ = out.mask[k], out.occluded[k]
             diff = np.abs(img - bg).sum(-1)
             person = mask & ~occ
             assert person.sum() > 20
             assert np.mean(diff[person] > 6) > 0.85
-            grain = 255 * (scenes[k]["look"]["shade"][2] + scenes[k]["look"]["bg_params"][6])
-            occluder_cover = S._paint_shapes(jnp.zeros((1, SIZE, SIZE, 3)),
-                                             jnp.asarray(scenes[k]["occluders"][None]), SIZE)[1]
+            grain = 255 * (scene.appearance.shade[2] + scene.background.params[6])
+            occluder_cover = renderer.paint_shapes(jnp.zeros((1, SIZE, SIZE, 3)),
+                                                   jnp.asarray(scene.occluders[None]), SIZE)[1]
             free = ~mask & ~np.asarray(occluder_cover)[0]
             assert np.all(np.abs(img - bg)[free] <= grain + 1.01)
-            if not scenes[k]["occluded"]:
+            if not scene.occluded:
                 assert not occ.any()
 
 
@@ -174,7 +175,7 @@ def test_same_seed_same_records_other_split_or_seed_differs(records):
 
 
 def test_two_d_only_fraction_and_zeroed_labels(records):
-    flags = np.array([S.sample_scene(CFG, "train", i)["two_d_only"] for i in range(300)])
+    flags = np.array([S.sample_scene(CFG, "train", i).two_d_only for i in range(300)])
     assert abs(flags.mean() - CFG.fraction_2d_only) < 0.08
     two_d = [r for r in records if r["has_smpl"] == 0]
     assert two_d, "the fixture should contain 2D-only samples"
@@ -189,12 +190,12 @@ def test_two_d_only_fraction_and_zeroed_labels(records):
             assert np.any(r["pose"]) and np.any(r["betas"]) and r["has_pose_3d"] == 1
     # The test split is fully labelled; its other draws are unchanged (one random stream).
     test = [S.sample_scene(CFG, "test", i) for i in range(60)]
-    assert not any(t["two_d_only"] for t in test)
+    assert not any(t.two_d_only for t in test)
 
 
 def test_truncated_samples_lose_keypoints_others_keep_them(records):
     scenes = [S.sample_scene(CFG, "train", i) for i in range(NUM)]
-    trunc = [s["truncated"] for s in scenes]
+    trunc = [s.truncated for s in scenes]
     assert any(trunc) and not all(trunc)
     for r, t in zip(records, trunc):
         conf = r["keypoints_2d"][:, 2]
@@ -331,6 +332,20 @@ def test_set_yaw_turns_the_forward_axis_to_the_requested_azimuth():
 def test_background_clutter_zero_is_a_plain_gradient_with_the_same_draws():
     full = S.sample_background(np.random.default_rng(5), 1.0)
     plain = S.sample_background(np.random.default_rng(5), 0.0)
-    assert plain["bg_params"][5] == 0.0 and not plain["bg_shapes"][:, 6].any()
-    np.testing.assert_array_equal(full["bg_colors"], plain["bg_colors"])
-    np.testing.assert_array_equal(np.delete(full["bg_params"], 5), np.delete(plain["bg_params"], 5))
+    assert plain.params[5] == 0.0 and not plain.shapes[:, 6].any()
+    np.testing.assert_array_equal(full.colors, plain.colors)
+    np.testing.assert_array_equal(np.delete(full.params, 5), np.delete(plain.params, 5))
+
+
+def test_renderer_cache_is_bounded_and_reused():
+    assert renderer.get_renderer.cache_info().maxsize is not None  # no unbounded module cache
+    assert renderer.get_renderer(CFG.body) is renderer.get_renderer(CFG.body)
+
+
+def test_host_projection_stays_float64_numpy():
+    # The labels are projected on the host with geometry.camera.project; it must keep numpy
+    # float64 inputs numpy float64 (a float32 jax round trip would change stored keypoints).
+    pts = np.array([[[0.1, -0.2, 2.0], [0.3, 0.1, 3.0]]])
+    uv, z = camera.project(pts, np.array([[100.0, 100.0, 32.0, 32.0]], np.float32))
+    assert isinstance(uv, np.ndarray) and uv.dtype == np.float64 and z.dtype == np.float64
+    np.testing.assert_array_equal(uv[0, 0], [100.0 * 0.1 / 2.0 + 32.0, 100.0 * -0.2 / 2.0 + 32.0])
