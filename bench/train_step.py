@@ -22,7 +22,10 @@ import numpy as np
 
 from imphmr_jax import config as config_lib
 from imphmr_jax import losses
-from imphmr_jax import train
+from imphmr_jax import experiment, train
+from imphmr_jax.models.build import build_model
+from imphmr_jax.training import sharding
+from imphmr_jax.training.optim import make_optimizer
 
 
 def random_batch(batch_size, res, seed=0):
@@ -54,13 +57,13 @@ def timeit(fn, iters):
 
 def bench(config, batch_size, iters):
     config.train.batch_size = batch_size
-    mesh = train.make_mesh()
-    model = train.build_model(config)
-    tx = train.make_optimizer(config)
-    body = train.load_body(config)
-    body_dev = jax.device_put(body, train.replicated(mesh))
+    mesh = sharding.make_mesh()
+    model = build_model(config.model)
+    tx = make_optimizer(config.train)
+    body = experiment.load_body(config)
+    body_dev = jax.device_put(body, sharding.replicated(mesh))
     local = random_batch(batch_size, config.data.img_res)
-    batch = train.global_batch(local, mesh)
+    batch = sharding.global_batch(local, mesh, train.TRAIN_KEYS)
     tiles = train.silhouette_tile_budget(body, local, config)
     rows = {}
     state, sh = train.create_train_state(config, model, mesh, tx)

@@ -1,12 +1,25 @@
 """The ImpHMR experiment config: every field with its default and where the value comes from.
 
 Experiment files under `configs/imphmr/` start from `default_config()` and override fields; on the
-command line any field can be overridden (`--config.train.batch_size=8`). Values the paper does not
-give are fields with the spec's default (spec/imphmr.md §16).
+command line any field can be overridden (`--config.train.batch_size=8`,
+`--config.data.train.coco_eft.weight=0.5`, `--config.train.init.kind=spin`). Values the paper does
+not give are fields with the spec's default (spec/imphmr.md §16). "Not set" is an explicit None
+(typed placeholders, so the command line can still set them), never a sentinel value.
 """
 from __future__ import annotations
 
 import ml_collections
+from ml_collections.config_dict import placeholder
+
+from imphmr_jax.data.pose_sampler import DEFAULT_WEIGHTS
+
+
+def datasets(**entries) -> ml_collections.ConfigDict:
+    """A dataset table {name: {weight | split, builder_config}} for `data.train` / `eval.datasets`:
+    `datasets(coco_eft=dict(weight=1.0))`; builder_config None = the builder's default config."""
+    return ml_collections.ConfigDict(
+        {name: dict({"builder_config": placeholder(str)}, **fields)
+         for name, fields in entries.items()})
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -38,24 +51,23 @@ def default_config() -> ml_collections.ConfigDict:
     m.decoder_channels = (256, 128, 64, 32, 1)
     m.ptn_hidden = 64
     m.dtype = "float32"               # 'float32' | 'bfloat16' (compute; params stay float32)
-    m.mean_params = ""                # SPIN's smpl_mean_params.npz ('' = SPIN's default init)
+    m.mean_params = placeholder(str)  # SPIN's smpl_mean_params.npz (None = SPIN's default init)
 
     # ------------------------------------------------------------------ body model
     b = c.body = ml_collections.ConfigDict()
     b.model = "default"               # smpl_jax.load name or path (neutral SMPL .pkl/.npz)
-    b.j_regressor_extra = ""          # SPIN's J_regressor_extra.npy (needed with real SMPL files)
-    b.j_regressor_h36m = ""           # SPIN's J_regressor_h36m.npy (evaluation)
-    b.male = ""                       # gendered bodies for gendered-GT evaluation
-    b.female = ""
+    b.j_regressor_extra = placeholder(str)  # SPIN's J_regressor_extra.npy (needed with real SMPL)
+    b.j_regressor_h36m = placeholder(str)   # SPIN's J_regressor_h36m.npy (evaluation)
+    b.male = placeholder(str)         # gendered bodies for gendered-GT evaluation
+    b.female = placeholder(str)
 
     # ------------------------------------------------------------------ data (spec §12)
     d = c.data = ml_collections.ConfigDict()
     d.data_dir = "~/tensorflow_datasets"
-    d.manual_dir = ""
-    # 'name[/builder_config]:weight' entries, comma separated, or a named mixture ('spin', 'pare')
-    # resolved by `pipeline.mixture_weights` from the built datasets' sizes.
-    d.train = "synthetic_humans:1.0"
-    d.mixture = ""
+    # Training datasets {name: {weight, builder_config}}; with `mixture` set the weights come from
+    # the named mixture ('spin' | 'pare', `pipeline.mixture_weights`) and the built sizes.
+    d.train = datasets(synthetic_humans=dict(weight=1.0))
+    d.mixture = placeholder(str)
     d.train_split = "train"
     d.img_res = 224
     d.num_threads = 2
@@ -73,12 +85,13 @@ def default_config() -> ml_collections.ConfigDict:
     d.synthetic.num_test = 200
     d.synthetic.image_size = 256
     d.synthetic.body = "default"
-    # SyntheticConfig fields for the build; negative = keep SyntheticConfig's default.
-    d.synthetic.background_clutter = -1.0
-    d.synthetic.occluder_prob = -1.0
-    d.synthetic.truncation_prob = -1.0
-    d.synthetic.facing_prob = -1.0
-    d.synthetic.pose_weights = ""     # 'family:w,...' ('' = pose_sampler.DEFAULT_WEIGHTS)
+    # SyntheticConfig fields for the build; None = keep SyntheticConfig's default.
+    d.synthetic.background_clutter = placeholder(float)
+    d.synthetic.occluder_prob = placeholder(float)
+    d.synthetic.truncation_prob = placeholder(float)
+    d.synthetic.facing_prob = placeholder(float)
+    # Pose-family weights (relative; pose_sampler.FAMILIES), defaults pose_sampler.DEFAULT_WEIGHTS.
+    d.synthetic.pose_weights = ml_collections.ConfigDict(dict(DEFAULT_WEIGHTS))
 
     # ------------------------------------------------------------------ training
     t = c.train = ml_collections.ConfigDict()
@@ -96,10 +109,13 @@ def default_config() -> ml_collections.ConfigDict:
                                       # parameters and BN statistics (decay ramped up as
                                       # min(d, (1+t)/(10+t))); 0 = off
     t.num_views = 3                   # view 0 (input) + φ1 (L_imag) + φ2 (L_cons) [INF]
-    t.silhouette_size = 0             # 0 = 32·map_size (the decoder's output)
+    t.silhouette_size = placeholder(int)  # None = 32·map_size (the decoder's output)
     t.silhouette_headroom = 1.5       # tile budget = headroom × required on the first batch
     t.stop_gradient_target = False    # L_cons option
-    t.init = ""                       # '' | 'imagenet:FILE.npz' | 'spin:FILE.npz' | 'checkpoint:DIR'
+    # Initial weights: kind None (random) | 'imagenet' (a converted torchvision ResNet .npz:
+    # backbone) | 'spin' (converted SPIN .npz: backbone + regressor) | 'checkpoint' (another run's
+    # workdir: its evaluated variables); path = the file or directory.
+    t.init = ml_collections.ConfigDict({"kind": placeholder(str), "path": placeholder(str)})
     t.log_every = 50
     t.eval_every = 5000
     t.checkpoint_every = 1000
@@ -119,10 +135,10 @@ def default_config() -> ml_collections.ConfigDict:
 
     # ------------------------------------------------------------------ evaluation (spec §14)
     e = c.eval = ml_collections.ConfigDict()
-    e.datasets = "synthetic_humans:test"  # 'name[/config]:split' entries, comma separated
-    e.protocol = ""                   # '' = the dataset's own protocol
+    e.datasets = datasets(synthetic_humans=dict(split="test"))  # {name: {split, builder_config}}
+    e.protocol = placeholder(str)     # None = the dataset's own protocol
     e.batch_size = 32
-    e.max_examples = 0                # 0 = the whole split (periodic eval may use fewer)
+    e.max_examples = placeholder(int)  # None = the whole split (periodic eval may use fewer)
     e.periodic_max_examples = 256
     e.max_figures = 8
     e.gendered_gt = False             # 3DPW: gendered GT bodies (needs body.male/female)
@@ -135,7 +151,7 @@ def paper_config() -> ml_collections.ConfigDict:
     (~235k steps at batch 64), evaluated on 3DPW."""
     c = default_config()
     c.name = "imphmr_paper"
-    c.data.train = "h36m:0,mpii_eft:0,lspet_eft:0,coco_eft:0,mpi_inf_3dhp:0"
+    c.data.train = datasets(h36m={}, mpii_eft={}, lspet_eft={}, coco_eft={}, mpi_inf_3dhp={})
     c.data.mixture = "spin"
     c.data.img_res = 224
     c.train.batch_size = 64
@@ -143,7 +159,7 @@ def paper_config() -> ml_collections.ConfigDict:
     c.train.num_steps = 235_000
     c.train.eval_every = 5000
     c.train.checkpoint_every = 1000
-    c.eval.datasets = "pw3d:test"
+    c.eval.datasets = datasets(pw3d=dict(split="test"))
     return c
 
 
@@ -157,8 +173,8 @@ def ablation_config(variant: str = "imphmr", data: str = "coco") -> ml_collectio
     c.model.variant = variant
     c.name = f"{variant}_{data}"
     if data == "coco":
-        c.data.train = "coco_eft:1.0"
-        c.data.mixture = ""
+        c.data.train = datasets(coco_eft=dict(weight=1.0))
+        c.data.mixture = None
     return c
 
 
@@ -183,7 +199,7 @@ def synthetic_config() -> ml_collections.ConfigDict:
 
     d = c.data
     d.data_dir = "out/default/data"
-    d.train = "synthetic_humans:1.0"
+    d.train = datasets(synthetic_humans=dict(weight=1.0))
     d.img_res = 64
     # About ten CPU minutes from random initialisation: the job's dataset keeps the full structure
     # (all labels, 2D-only samples, varied cameras and appearance) but uses plain gradient
@@ -204,8 +220,9 @@ def synthetic_config() -> ml_collections.ConfigDict:
     d.synthetic.occluder_prob = 0.0
     d.synthetic.truncation_prob = 0.0
     d.synthetic.facing_prob = 1.0
-    d.synthetic.pose_weights = ("standing:0.2,walking:0.25,reaching:0.25,crouching:0.1,"
-                                "sitting:0.1,articulation:0.1")
+    d.synthetic.pose_weights = ml_collections.ConfigDict(dict(
+        standing=0.2, walking=0.25, reaching=0.25, crouching=0.1, sitting=0.1, lying=0.0,
+        articulation=0.1))
 
     # Exact GT shapes for every labelled image: at the paper's 0.06 the predicted β drifted
     # (MSE 1.5, worse than β = 0) while the keypoint terms pulled on it.
@@ -225,7 +242,7 @@ def synthetic_config() -> ml_collections.ConfigDict:
     t.checkpoint_every = 500
 
     e = c.eval
-    e.datasets = "synthetic_humans:test"
+    e.datasets = datasets(synthetic_humans=dict(split="test"))
     e.batch_size = 50
     e.periodic_max_examples = 100
     e.max_figures = 8

@@ -17,6 +17,7 @@ Re-running resumes training from the last checkpoint (and reuses the built datas
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -25,7 +26,11 @@ import time
 import jax
 import numpy as np
 
-from imphmr_jax import train as train_lib
+from imphmr_jax import evaluation, experiment
+from imphmr_jax.config import synthetic_config
+from imphmr_jax.train import train_and_evaluate
+from imphmr_jax.training import startup
+from imphmr_jax.training.writer import scalar_summary
 
 BASELINE_MARGIN = 0.30  # the trained model must be at least 30% below the mean-pose baseline
 
@@ -55,7 +60,7 @@ def format_table(rows) -> str:
     lines = ["| model | MPJPE (mm) | PA-MPJPE (mm) | PVE (mm) | samples |",
              "|---|---:|---:|---:|---:|"]
     for name, summary in rows:
-        s = train_lib._scalar_summary(summary)
+        s = scalar_summary(summary)
         pve = s.get("pve")
         lines.append(f"| {name} | {s['mpjpe']:.1f} | {s['pa_mpjpe']:.1f} | "
                      f"{'-' if pve is None else f'{pve:.1f}'} | {int(s['count'])} |")
@@ -64,25 +69,25 @@ def format_table(rows) -> str:
 
 def run(config, workdir: str) -> dict:
     """Build, train, evaluate and compare; returns dict(trained, baseline, improvement, passed)."""
-    from imphmr_jax import evaluation
     workdir = os.path.abspath(os.path.expanduser(workdir))
     if config.data.data_dir == "out/default/data":  # the config's default: inside workdir
         config.data.data_dir = os.path.join(workdir, "data")
     t0 = time.time()
-    result = train_lib.train_and_evaluate(config, os.path.join(workdir, "train"))
+    result = train_and_evaluate(config, os.path.join(workdir, "train"))
     trained = result["eval"]
     t_train = time.time() - t0
 
     # The mean-pose baseline on the same split, through the same evaluation code.
-    name, cfg, split = train_lib.parse_entries(config.eval.datasets)[0]
-    train_src = train_lib.open_source(config, name, cfg, config.data.train_split)
-    test_src = train_lib.open_source(config, name, cfg, split or "test")
+    entry = experiment.eval_entries(config)[0]
+    train_src = experiment.open_source(
+        config, dataclasses.replace(entry, split=config.data.train_split))
+    test_src = experiment.open_source(config, entry)
     mean_rotmat, mean_betas = mean_pose_and_shape(train_src)
-    proto_name = config.eval.protocol or train_lib.default_protocol(name)
-    bodies = train_lib.eval_bodies(config)
+    proto_name = experiment.protocol_name(config, entry.name)
+    bodies = experiment.eval_bodies(config)
     baseline_fn = evaluation.mean_pose_predictor(mean_rotmat, mean_betas,
                                                  np.array([0.9, 0.0, 0.0], np.float32))
-    it = train_lib.eval_iterator(config, test_src, max_examples=config.eval.max_examples)
+    it = experiment.eval_iterator(config, test_src, max_examples=config.eval.max_examples)
     baseline = evaluation.run_evaluation(baseline_fn, it, evaluation.PROTOCOLS[proto_name], bodies,
                                          os.path.join(workdir, "baseline_eval"), max_figures=0,
                                          gendered_gt=False, progress=False)
@@ -90,8 +95,8 @@ def run(config, workdir: str) -> dict:
     passed = improvement >= BASELINE_MARGIN
     table = format_table([("mean-pose baseline", baseline), ("ImpHMR (trained)", trained)])
     summary = {
-        "trained": train_lib._scalar_summary(trained),
-        "baseline": train_lib._scalar_summary(baseline),
+        "trained": scalar_summary(trained),
+        "baseline": scalar_summary(baseline),
         "pa_mpjpe_reduction": improvement, "passed": bool(passed),
         "train_seconds": t_train, "steps": int(config.train.num_steps),
         "workdir": workdir,
@@ -113,7 +118,7 @@ def run(config, workdir: str) -> dict:
 
 def main(argv):
     del argv
-    train_lib.quiet_logs()
+    startup.quiet_logs()
     from absl import flags
     summary = run(flags.FLAGS.config, flags.FLAGS.workdir)
     return 0 if (summary["passed"] or not flags.FLAGS.strict) else 1
@@ -122,7 +127,6 @@ def main(argv):
 if __name__ == "__main__":
     from absl import app, flags
     from ml_collections import config_flags
-    from imphmr_jax.config import synthetic_config
     config_flags.DEFINE_config_dict("config", synthetic_config(), "the job's config")
     flags.DEFINE_string("workdir", "out/default", "output directory")
     flags.DEFINE_bool("strict", False, "exit with status 1 when the trained model's PA-MPJPE is "

@@ -19,39 +19,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from imphmr_jax import checkpoint as ckpt_lib
-from imphmr_jax import train as train_lib
-
-
-def variables_from_converted(config, path: str):
-    """(model, variables) for weights written by `python -m imphmr_jax.convert`.
-
-    A converted SPIN file (backbone + regressor + mean parameters) gives the 'baseline' variant its
-    exact SPIN network; for 'imphmr'/'ptn' the backbone and regressor are loaded and the rest keeps
-    its initialisation. A converted ResNet gives the backbone only.
-    """
-    from imphmr_jax.convert import load_npz
-    tree = load_npz(os.path.expanduser(path))
-    model = train_lib.build_model(config)
-    if "mean_params" in tree:
-        model = model.clone(mean_params={k: np.asarray(v) for k, v in
-                                         tree["mean_params"].items()})
-    mesh = train_lib.make_mesh()
-    tx = train_lib.make_optimizer(config)
-    cfg = config.copy_and_resolve_references()
-    with cfg.unlocked():
-        cfg.train.init = ""
-    state, _ = train_lib.create_train_state(cfg, model, mesh, tx)
-    kind = "spin" if "regressor" in tree else "imagenet"
-    state = train_lib.initialize_from(state, f"{kind}:{path}", mesh, tx)
-    return model, state.variables()
+from imphmr_jax import experiment, metrics
+from imphmr_jax.models.build import build_model
+from imphmr_jax.pretrained import variables_from_converted
+from imphmr_jax.train import imagination_panels, make_predict_fn, uses_views
+from imphmr_jax.training import sharding, startup
+from imphmr_jax.training.checkpoint import load_variables
+from imphmr_jax.training.writer import scalar_summary
 
 
 def esv_summary(model, variables, source, config, num_samples: int) -> dict:
     """ESV over the first `num_samples` images (360 views each)."""
-    from imphmr_jax import metrics
     n = min(num_samples, len(source))
-    it = train_lib.eval_iterator(config, source, max_examples=n, batch_size=n)
+    it = experiment.eval_iterator(config, source, max_examples=n, batch_size=n)
     batch = next(iter(it))
     images = jnp.asarray(batch["image"][:n])
     fn = jax.jit(lambda x, p: model.apply(variables, x, p, False)["betas"])
@@ -69,36 +49,35 @@ def evaluate_run(config, workdir: str, *, dataset: Optional[str] = None,
         model, variables = variables_from_converted(config, weights)
         source_desc = f"converted weights {weights}"
     else:
-        model = train_lib.build_model(config)
-        variables = ckpt_lib.load_variables(workdir, which)
+        model = build_model(config.model)
+        variables = load_variables(workdir, which)
         source_desc = f"checkpoint '{which}' of {workdir}"
-    mesh = train_lib.make_mesh()
-    predict = train_lib.make_predict_fn(model, mesh)
-    bodies = train_lib.eval_bodies(config)
+    mesh = sharding.make_mesh()
+    predict = make_predict_fn(model, mesh)
+    bodies = experiment.eval_bodies(config)
     body = bodies["neutral"]
-    entries = train_lib.parse_entries(dataset or config.eval.datasets)
+    entries = [experiment.parse_dataset(dataset)] if dataset else experiment.eval_entries(config)
     results = {}
-    for name, cfg, split in entries:
-        src = train_lib.open_source(config, name, cfg, split or "test", build_if_missing=False)
-        proto = protocol or config.eval.protocol or train_lib.default_protocol(name)
+    for entry in entries:
+        src = experiment.open_source(config, entry, build_if_missing=False)
+        proto = protocol or experiment.protocol_name(config, entry.name)
         out_dir = os.path.join(workdir, "eval", proto)
         gt = "gendered" if config.eval.gendered_gt else "neutral"
-        print(f"evaluating {source_desc} on {name}:{split or 'test'} ({len(src)} samples), "
+        print(f"evaluating {source_desc} on {entry.name}:{entry.split} ({len(src)} samples), "
               f"protocol {proto}, {gt} ground-truth bodies")
-        summary = train_lib.evaluate(
+        summary = dict(experiment.evaluate_split(
             config, predict, variables, src, proto, bodies, mesh, out_dir=out_dir,
             max_examples=config.eval.max_examples if max_examples is None else max_examples,
             max_figures=config.eval.max_figures if max_figures is None else max_figures,
-            progress=True)
-        summary = dict(summary)
-        if config.model.variant != "baseline" and esv_samples > 0:
+            progress=True))
+        if uses_views(config) and esv_samples > 0:
             summary.update(esv_summary(model, variables, src, config, esv_samples))
-            train_lib.imagination_panels(config, model, variables, src, out_dir, body)
+            imagination_panels(config, model, variables, src, out_dir, body)
         if jax.process_index() == 0:
             os.makedirs(out_dir, exist_ok=True)
             with open(os.path.join(out_dir, "summary.json"), "w") as f:
                 json.dump(_jsonable(summary), f, indent=2)
-            print(json.dumps(train_lib._scalar_summary(summary), indent=2))
+            print(json.dumps(scalar_summary(summary), indent=2))
         results[proto] = summary
     return results
 
@@ -116,7 +95,7 @@ def _jsonable(d):
 
 def main(argv):
     del argv
-    train_lib.quiet_logs()
+    startup.quiet_logs()
     from absl import flags
     f = flags.FLAGS
     evaluate_run(f.config, f.workdir, dataset=f.dataset or None, weights=f.weights or None,

@@ -10,7 +10,7 @@ import pytest
 
 from imphmr_jax import convert, default_job
 from imphmr_jax import eval as eval_lib
-from imphmr_jax import train as train_lib
+from imphmr_jax import experiment
 from imphmr_jax.data import builders
 from imphmr_jax.testing.torch_reference import random_spin_state
 from train_fixtures import tiny_config
@@ -21,7 +21,7 @@ def data_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("data")
     builders.build("synthetic_humans", str(d), num_train=12, num_test=6, image_size=64,
                    body="default-small", progress=False,
-                   synthetic_options=train_lib.synthetic_options(tiny_config()))
+                   synthetic_options=experiment.synthetic_options(tiny_config()))
     return str(d)
 
 
@@ -100,7 +100,7 @@ def test_synthetic_source_built_with_other_options_is_refused(data_dir):
     config = tiny_config()
     config.data.data_dir = data_dir
     config.data.synthetic.update(num_train=12, num_test=6, image_size=64)
-    assert len(train_lib.open_source(config, "synthetic_humans", None, "train")) == 12
+    assert len(experiment.open_source(config, experiment.DatasetEntry("synthetic_humans", "train"))) == 12
     config.data.synthetic.num_train = 30
     with pytest.raises(ValueError, match="was built with options"):
-        train_lib.open_source(config, "synthetic_humans", None, "train")
+        experiment.open_source(config, experiment.DatasetEntry("synthetic_humans", "train"))

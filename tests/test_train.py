@@ -12,8 +12,12 @@ import jax
 import numpy as np
 import pytest
 
-from imphmr_jax import checkpoint as ckpt_lib
-from imphmr_jax import train
+from imphmr_jax import experiment, train
+from imphmr_jax.models.build import build_model
+from imphmr_jax.training import checkpoint as ckpt_lib
+from imphmr_jax.training import sharding
+from imphmr_jax.training.optim import make_optimizer
+from imphmr_jax.training.state import NonFiniteError
 from train_fixtures import tiny_config, tiny_sources
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -90,7 +94,7 @@ def test_nonfinite_steps_are_skipped_then_stop(tmp_path):
         r = dict(r)
         r["keypoints_2d"] = np.full_like(r["keypoints_2d"], np.nan)
         bad.append(r)
-    with pytest.raises(train.NonFiniteError, match="2 consecutive"):
+    with pytest.raises(NonFiniteError, match="2 consecutive"):
         train.train_and_evaluate(config, str(tmp_path), sources=[(bad, 1.0)],
                                  eval_source=(test_src, "synthetic"))
     rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
@@ -100,22 +104,23 @@ def test_nonfinite_steps_are_skipped_then_stop(tmp_path):
 
 def test_nonfinite_step_leaves_state_unchanged():
     config = tiny_config()
-    mesh = train.make_mesh()
-    model, tx, body = train.build_model(config), train.make_optimizer(config), train.load_body(config)
+    mesh = sharding.make_mesh()
+    model, tx = build_model(config.model), make_optimizer(config.train)
+    body = experiment.load_body(config)
     state, sh = train.create_train_state(config, model, mesh, tx)
     from imphmr_jax.data import pipeline
-    it = pipeline.make_train_iterator([tiny_sources()[0]], [1.0], train.pipeline_config(config))
+    it = pipeline.make_train_iterator([tiny_sources()[0]], [1.0], experiment.pipeline_config(config))
     local = next(it)
     step = train.make_train_step(config, model, tx, mesh, sh, silhouette_tiles=0)
     before = jax.device_get(state.params)
     bad = dict(local, joints_3d=np.full_like(local["joints_3d"], np.nan))
     bad["has_pose_3d"] = np.ones_like(local["has_pose_3d"])
-    body_dev = jax.device_put(body, train.replicated(mesh))
-    state, m = step(state, train.global_batch(bad, mesh), body_dev)
+    body_dev = jax.device_put(body, sharding.replicated(mesh))
+    state, m = step(state, sharding.global_batch(bad, mesh, train.TRAIN_KEYS), body_dev)
     assert float(m["finite"]) == 0.0 and int(state.nonfinite_total) == 1
     assert int(state.nonfinite_streak) == 1 and int(state.step) == 1
     chex.assert_trees_all_equal(jax.device_get(state.params), before)
-    state, m = step(state, train.global_batch(local, mesh), body_dev)
+    state, m = step(state, sharding.global_batch(local, mesh, train.TRAIN_KEYS), body_dev)
     assert float(m["finite"]) == 1.0 and int(state.nonfinite_streak) == 0
     assert int(state.nonfinite_total) == 1
     delta = jax.tree.map(lambda a, b: float(np.abs(a - b).max()), jax.device_get(state.params),
@@ -210,17 +215,18 @@ def test_ema_of_parameters_and_statistics(tmp_path):
     min(d, (1+t)/(10+t))), evaluation and the best checkpoint use it, and load_variables returns
     it from a checkpoint."""
     config = tiny_config(num_steps=2, ema_decay=0.5)
-    mesh = train.make_mesh()
-    model, tx, body = train.build_model(config), train.make_optimizer(config), train.load_body(config)
+    mesh = sharding.make_mesh()
+    model, tx = build_model(config.model), make_optimizer(config.train)
+    body = experiment.load_body(config)
     state, sh = train.create_train_state(config, model, mesh, tx)
     from imphmr_jax.data import pipeline
-    it = pipeline.make_train_iterator([tiny_sources()[0]], [1.0], train.pipeline_config(config))
+    it = pipeline.make_train_iterator([tiny_sources()[0]], [1.0], experiment.pipeline_config(config))
     step = train.make_train_step(config, model, tx, mesh, sh, silhouette_tiles=0)
-    body_dev = jax.device_put(body, train.replicated(mesh))
+    body_dev = jax.device_put(body, sharding.replicated(mesh))
     expected = jax.device_get(state.trained_variables())
     chex.assert_trees_all_equal(jax.device_get(state.ema), expected)
     for t in range(3):
-        state, _ = step(state, train.global_batch(next(it), mesh), body_dev)
+        state, _ = step(state, sharding.global_batch(next(it), mesh, train.TRAIN_KEYS), body_dev)
         d = min(0.5, (1 + t) / (10 + t))
         expected = jax.tree.map(lambda e, v: d * e + (1 - d) * v, expected,
                                 jax.device_get(state.trained_variables()))

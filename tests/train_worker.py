@@ -3,7 +3,7 @@ save the final parameters, for tests/test_train.py's multi-device and multi-proc
 
     python tests/train_worker.py OUT_DIR NUM_DEVICES [COORDINATOR NUM_PROCESSES PROCESS_ID]
 
-With WORKER_CHECK_WORKDIR=private|shared it only runs `train.check_shared_workdir` on a private
+With WORKER_CHECK_WORKDIR=private|shared it only runs `training.startup.check_shared_workdir` on a private
 (per-process) or shared directory under OUT_DIR and prints the outcome.
 """
 import os
@@ -22,12 +22,12 @@ def main():
     import numpy as np
     check = os.environ.get("WORKER_CHECK_WORKDIR")
     if check:
-        from imphmr_jax import train
+        from imphmr_jax.training import startup
         sub = f"private{jax.process_index()}" if check == "private" else "shared"
         workdir = os.path.join(out_dir, sub)
         os.makedirs(workdir, exist_ok=True)
         try:
-            train.check_shared_workdir(workdir)
+            startup.check_shared_workdir(workdir)
             print("workdir check: ok")
         except ValueError as e:
             print(f"workdir check: error: {e}")
