@@ -86,7 +86,7 @@ def train_step_rate(records, batch=8, iters=2):
     phis = jnp.stack([jnp.zeros(batch), jnp.full((batch,), 1.0)], 1)
     key = jax.random.key(0, impl="rbg")
     rngs = {"params": key, "dropout": key, "sampling": key, "density_noise": key}
-    variables = jax.jit(lambda k: model.init(rngs, images[:1], phis[:1], train=False))(key)
+    variables = jax.jit(lambda r: model.init(r, images[:1], phis[:1], train=False))(rngs)
     sil = None
 
     def loss(params, batch_stats, k, gt_sil):

@@ -1,6 +1,7 @@
 """Evaluation protocols (spec §14) as data, a jit-able per-batch evaluator and an evaluation loop.
 
-Conventions (SPIN `eval.py`, PARE `eval_utils` / `compute_error`):
+Conventions (SPIN `eval.py`, PARE `eval_utils` / `compute_error`; the joint rows and pelvis
+indices named below are `smpl_jax.joint_sets` constants):
   * Predictions: the NEUTRAL body posed with the predicted (rotmat, betas), no translation. Joints
     come from the body's Human3.6M regressor ('h36m17', 17 rows); the pelvis is H36M joint 0 and
     the evaluated joints are LSP-14 (`H36M_TO_J14`) or the 17 of MPI-INF-3DHP (`H36M_TO_J17`),
@@ -27,6 +28,10 @@ Conventions (SPIN `eval.py`, PARE `eval_utils` / `compute_error`):
 
 Dataset frame selection (H36M P1 = S9/S11 all cameras every 5th frame, P2 = camera 60457274;
 3DPW test split; 3DPW-OCC; 3DHP test) is the dataset builders' job; `Protocol.notes` records it.
+
+Why one module: the protocols, the per-batch evaluator and the loop that streams batches through
+it share one set of joint and pelvis conventions; split apart, a reader would have to hold three
+files to check that predictions and ground truth are centred the same way.
 """
 from __future__ import annotations
 
@@ -43,20 +48,16 @@ import numpy as np
 
 import smpl_jax
 from smpl_jax import joint_sets as _js
+from smpl_jax.joint_sets import H36M_PELVIS, J24_PELVIS, LSP_HIPS, centre_at, pelvis_of
 from imphmr_jax import metrics as _metrics
 from smpl_jax.rotations import axis_angle_to_matrix, rot6d_to_matrix
 
 log = logging.getLogger(__name__)
 
-# SPIN constants.py: rows of SPIN's 24 GT joints that give the LSP-14 / MPI-INF-3DHP-17 joints.
-J24_TO_J17 = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 18, 14, 16, 17)
-J24_TO_J14 = J24_TO_J17[:14]
-J24_PELVIS = 14  # "Pelvis (MPII)" row, the root of SPIN's stored H36M / 3DHP ground truth
-H36M_PELVIS = 0  # row of the h36m17 regressor output
-LSP_HIPS = (2, 3)  # right hip, left hip in LSP-14 (and in the first 14 rows of the 17 set)
-
 GT_SOURCES = ("smpl", "joints_3d")
-JOINT_SETS = {"lsp14": (_js.H36M_TO_J14, J24_TO_J14), "mpi17": (_js.H36M_TO_J17, J24_TO_J17)}
+# joint set -> (rows of h36m17, rows of SPIN's 24 GT joints) that give its joints
+JOINT_SETS = {"lsp14": (_js.H36M_TO_J14, _js.J24_TO_J14),
+              "mpi17": (_js.H36M_TO_J17, _js.J24_TO_J17)}
 PELVIS_MODES = ("h36m_root", "hips")
 METRIC_NAMES = ("mpjpe", "pa_mpjpe", "pve")
 _LABEL_KEYS = ("pose", "betas", "gender", "joints_3d")  # the batch fields evaluation reads
@@ -177,15 +178,18 @@ def _h36m17(body, rotmat, betas):
     return out.vertices, out.joints[:, _js.NUM_SKELETON_JOINTS:]
 
 
+def _protocol_centred(joints, root, protocol):
+    """(B, J, 3) protocol joints centred at the protocol's pelvis: the midpoint of their own LSP
+    hips ('hips') or `root` (B, 3), the set's root joint ('h36m_root')."""
+    return centre_at(joints, pelvis_of(joints, LSP_HIPS) if protocol.pelvis == "hips" else root)
+
+
 def _select_and_centre(h36m17, protocol):
-    """(B, 17, 3) regressed H36M joints -> protocol joints centred at the protocol's pelvis."""
-    rows = np.asarray(JOINT_SETS[protocol.joint_set][0])
-    joints = h36m17[:, rows]
-    if protocol.pelvis == "hips":
-        pelvis = 0.5 * (joints[:, LSP_HIPS[0]] + joints[:, LSP_HIPS[1]])
-    else:
-        pelvis = h36m17[:, H36M_PELVIS]
-    return joints - pelvis[:, None], h36m17[:, H36M_PELVIS]
+    """(B, 17, 3) regressed H36M joints -> (protocol joints centred at the protocol's pelvis,
+    the H36M pelvis (B, 3))."""
+    root = pelvis_of(h36m17, H36M_PELVIS)
+    joints = h36m17[:, np.asarray(JOINT_SETS[protocol.joint_set][0])]
+    return _protocol_centred(joints, root, protocol), root
 
 
 def _gt_from_joints3d(joints_3d, protocol):
@@ -194,13 +198,10 @@ def _gt_from_joints3d(joints_3d, protocol):
         raise ValueError(f"protocol {protocol.name!r}: batch['joints_3d'] must be (B, 24, 4) "
                          f"(SPIN's 24 GT joints + confidence), got {joints_3d.shape}")
     rows = np.asarray(JOINT_SETS[protocol.joint_set][1])
-    joints = joints_3d[:, rows, :3]
-    if protocol.pelvis == "hips":
-        pelvis = 0.5 * (joints[:, LSP_HIPS[0]] + joints[:, LSP_HIPS[1]])
-    else:
-        pelvis = joints_3d[:, J24_PELVIS, :3]
+    joints = _protocol_centred(joints_3d[:, rows, :3], pelvis_of(joints_3d[..., :3], J24_PELVIS),
+                               protocol)
     mask = (joints_3d[:, rows, 3] > 0) if protocol.use_joint_confidence else None
-    return joints - pelvis[:, None], mask
+    return joints, mask
 
 
 def _batch_field(batch, name, protocol):
@@ -269,7 +270,7 @@ def _evaluate(protocol, pred_rotmat, pred_betas, batch, bodies, valid, gendered_
            "pa_mpjpe": _metrics.pa_mpjpe(pred_j, gt_j, mask)}
     if protocol.pve:
         if protocol.pve_root_aligned:
-            out["pve"] = _metrics.pve(p_verts - pred_root[:, None], g_verts - gt_root[:, None])
+            out["pve"] = _metrics.pve(centre_at(p_verts, pred_root), centre_at(g_verts, gt_root))
         else:
             out["pve"] = _metrics.pve(p_verts, g_verts)
     if valid is not None:

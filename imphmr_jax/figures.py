@@ -149,7 +149,7 @@ def imagination_view_outputs(outputs: Mapping[str, Any], phis, body, index: int 
             "silhouette_logits": np.asarray(outputs["silhouette_logits"], np.float32)[index]}
 
 
-def _frame_views(vertices, res, fill=0.8):
+def _frame_meshes(vertices, res, fill=0.8):
     """Translations that centre each view's mesh and fit all of them at one common scale."""
     lo, hi = vertices.min(axis=1), vertices.max(axis=1)  # (K, 3)
     centre = 0.5 * (lo + hi)
@@ -160,11 +160,11 @@ def _frame_views(vertices, res, fill=0.8):
     return trans.astype(np.float32)
 
 
-def render_views(vertices, faces, res, *, background=(1.0, 1.0, 1.0)):
+def render_centred_meshes(vertices, faces, res, *, background=(1.0, 1.0, 1.0)):
     """(K, V, 3) meshes, each in its own view frame -> (K, res, res, 3) uint8 shaded renders, each
     centred and all at one common scale (f = 5000, image-centre principal point)."""
     vertices = np.asarray(vertices, np.float32)
-    trans = _frame_views(vertices, res)
+    trans = _frame_meshes(vertices, res)
     intr = np.asarray(cam_lib.intrinsics(FOCAL_LENGTH, res, res))
     verts = vertices + trans[:, None]
     intr = np.broadcast_to(intr, (len(verts), 4))
@@ -217,7 +217,7 @@ def imagination_panel(image_uint8, view_outputs: Mapping[str, Any], faces, path,
     else:
         raise ValueError(f"imagination_panel: give view_outputs['phis'] for K = {k} views")
     res = image.shape[0]
-    renders = render_views(verts, faces, res)
+    renders = render_centred_meshes(verts, faces, res)
     plt = _pyplot()
     ncols = 1 + 2 * k
     fig, axes = plt.subplots(1, ncols, figsize=(ncols * panel_inches, panel_inches + 0.4),

@@ -13,10 +13,9 @@ Batch labels (names fixed here; the data pipeline produces them), B samples:
     betas         (B, 10)
     has_smpl      (B,)        float 0/1
     has_pose_3d   (B,)        float 0/1 (a sample with only 2D labels has both 0)
-    cam_t         (B, 3)      optional: the GT camera translation (`gt_camera_translation`).
 Predictions for one view are dicts with rotmat (B, 24, 3, 3), betas (B, 10), cam (B, 3) [s, tx, ty]
 and optionally silhouette_logits (B, S, S) — i.e. `ImpHMR` outputs sliced at one view
-(`view(outputs, v)`).
+(`select_view(outputs, v)`).
 
 Normalisation (SPIN:train/trainer.py, spec §11.1). SPIN's losses are `mean`s: each term divides
 by ALL elements of the samples it looks at, zero-confidence joints included, e.g. the 2D term is
@@ -27,8 +26,8 @@ constant 0). Masked-out samples never enter the value, so their labels may be an
 
 Joints from a prediction: `smpl_jax.forward(body, rotmat, betas, extra_joints=('spin49',))`, the
 49 SPIN joints; 3D terms use the 24 GT joints (49-set indices 25:) centred at SPIN's pelvis
-(j2 + j3)/2 of that 24 set (both prediction and label); the 2D term projects all 49 with
-`perspective_projection_normalized` at `weak_perspective_to_translation(cam)`.
+(j2 + j3)/2 of that 24 set (`joint_sets.LSP_HIPS`; both prediction and label); the 2D term
+projects all 49 with `perspective_projection_normalized` at `weak_perspective_to_translation(cam)`.
 
 Views (the sign convention of `geometry.views`: targets for the view rendered at φ use the same φ):
   * L_reg on view 0, which must be rendered at φ = 0 (the input view; 2D labels exist only there).
@@ -46,7 +45,7 @@ default, since the regressor is SPIN's); it is applied to view 0 only and to eve
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping, Optional
+from typing import Mapping
 
 import jax
 import jax.numpy as jnp
@@ -56,10 +55,10 @@ import smpl_jax
 from imphmr_jax.geometry import camera as cam_lib
 from imphmr_jax.geometry import views
 from imphmr_jax.render.rasterize import required_tiles, silhouette
+from smpl_jax import joint_sets
+from smpl_jax.joint_sets import LSP_HIPS, NUM_OPENPOSE
+from smpl_jax.numerics import nonzero_denominator
 from smpl_jax.rotations import axis_angle_to_matrix
-
-NUM_OPENPOSE = 25  # SPIN's 49-joint set: 25 OpenPose joints, then the 24 GT joints
-_PELVIS_PAIR = (2, 3)  # SPIN's pelvis: midpoint of GT24 joints 2 (RHip) and 3 (LHip)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,13 +90,14 @@ def _masked_mean(x, mask=None):
     m = mask.reshape(mask.shape + (1,) * (x.ndim - 1))
     per_sample = x[0].size
     total = jnp.sum(jnp.where(m > 0, m * x, 0.0))
-    n = jnp.sum(mask)
-    return total / (jnp.where(n > 0, n, 1.0) * per_sample)
+    return total / (nonzero_denominator(jnp.sum(mask)) * per_sample)
 
 
-def view(outputs: Mapping[str, jax.Array], v: int) -> dict:
+def select_view(outputs: Mapping[str, jax.Array], v: int) -> dict:
     """Slice `ImpHMR` outputs (B, V, ...) at view v -> dict of (B, ...)."""
     return {k: val[:, v] for k, val in outputs.items() if val.ndim >= 2}
+
+
 
 
 def gt_rotmat(pose):
@@ -108,13 +108,7 @@ def gt_rotmat(pose):
 def predicted_joints(body, rotmat, betas):
     """SPIN's 49 joints of an SMPL prediction: (B, 24, 3, 3), (B, 10) -> (B, 49, 3), metres."""
     out = smpl_jax.forward(body, rotmat, betas, extra_joints=("spin49",), return_vertices=False)
-    return out.joints[:, 24:]
-
-
-def pelvis_centred(joints24):
-    """(..., 24, 3) SPIN GT joints -> centred at SPIN's pelvis (j2 + j3)/2."""
-    pelvis = 0.5 * (joints24[..., _PELVIS_PAIR[0], :] + joints24[..., _PELVIS_PAIR[1], :])
-    return joints24 - pelvis[..., None, :]
+    return out.joints[:, joint_sets.SPIN49_SLICE]
 
 
 def project_keypoints(joints49, cam):
@@ -146,7 +140,8 @@ def keypoint_3d_loss(pred_joints24, gt_joints, mask):
     pelvis (j2 + j3)/2 here. mask: (B,) has_pose_3d.
     """
     conf = gt_joints[..., 3:]
-    diff = pelvis_centred(pred_joints24) - pelvis_centred(gt_joints[..., :3])
+    diff = (joint_sets.pelvis_centred(pred_joints24, LSP_HIPS)
+            - joint_sets.pelvis_centred(gt_joints[..., :3], LSP_HIPS))
     err = jnp.where(conf > 0, conf * jnp.square(diff), 0.0)
     return _masked_mean(err, mask)
 
@@ -190,8 +185,7 @@ def imag_targets(batch, phi):
     rotmat = views.rotate_pose(gt_rotmat(batch["pose"]), phi, is_matrix=True)
     j = batch["joints_3d"]
     xyz = j[..., :3]
-    pelvis = 0.5 * (xyz[..., _PELVIS_PAIR[0], :] + xyz[..., _PELVIS_PAIR[1], :])
-    xyz = views.rotate_points(xyz, phi, pelvis)
+    xyz = views.rotate_points(xyz, phi, joint_sets.pelvis_of(xyz, LSP_HIPS))
     return dict(rotmat=rotmat, joints_3d=jnp.concatenate([xyz, j[..., 3:]], axis=-1))
 
 
@@ -225,13 +219,12 @@ def gt_silhouette_vertices(body, pose, betas, cam_t, phi):
     return verts + cam_t[:, None, :]
 
 
-def silhouette_intrinsics(size, *, focal_length=cam_lib.FOCAL_LENGTH, img_res=cam_lib.IMG_RES):
+def silhouette_intrinsics(size):
     """SPIN's crop camera resized to size×size pixels (the GT silhouettes' camera)."""
-    return cam_lib.rescale_intrinsics(cam_lib.spin_intrinsics(img_res, focal_length), img_res, size)
+    return cam_lib.rescale_intrinsics(cam_lib.spin_intrinsics(), cam_lib.IMG_RES, size)
 
 
 def gt_silhouettes(body, pose, betas, cam_t, phi, size=128, *, max_tiles: int,
-                   focal_length=cam_lib.FOCAL_LENGTH, img_res=cam_lib.IMG_RES,
                    return_overflow: bool = False):
     """Ground-truth silhouettes Ŝ at view φ (Sec. 3.3 Fig. 5; spec §10), jit-able.
 
@@ -252,7 +245,7 @@ def gt_silhouettes(body, pose, betas, cam_t, phi, size=128, *, max_tiles: int,
       (B, size, size) float32 in {0, 1}, no gradient [, (B,) int32 overflow].
     """
     verts = gt_silhouette_vertices(body, pose, betas, cam_t, phi)
-    intr = silhouette_intrinsics(size, focal_length=focal_length, img_res=img_res)
+    intr = silhouette_intrinsics(size)
     mask, overflow = silhouette(jax.lax.stop_gradient(verts), body.faces, intr, size, size,
                                 max_tiles=max_tiles, tile=GT_SILHOUETTE_TILE,
                                 cull_backfaces=True, return_overflow=True)
@@ -336,8 +329,7 @@ def L_cons(pred_phi1, pred_phi2, phi1, phi2, mask_2d_only,  # noqa: N802
 
 
 def total_loss(outputs, batch, phis, body, weights: LossWeights = LossWeights(), *,
-               gt_silhouette=None, silhouette_max_tiles: Optional[int] = None,
-               stop_gradient_target: bool = False):
+               gt_silhouette=None, stop_gradient_target: bool = False):
     """L_all = L_reg + L_imag + L_cons for `ImpHMR` outputs with V = 2 or 3 views.
 
     Args:
@@ -346,11 +338,10 @@ def total_loss(outputs, batch, phis, body, weights: LossWeights = LossWeights(),
       batch: labels (module docstring).
       phis: (B, V) radians the views were rendered at; phis[:, 0] must be 0 (the input view).
       body: BodyModel (a jit argument).
-      gt_silhouette: (B, S, S) GT silhouettes at phis[:, 1] (`gt_silhouettes`), or None: then,
-        if silhouette_max_tiles (static) is given and the outputs have silhouette_logits, they are
-        rendered here at S = the logits' size, from batch['cam_t'] when present, else from
-        `gt_camera_translation`; otherwise the silhouette term is dropped.
-      stop_gradient_target: `L_cons`'s option (static under jit, as is silhouette_max_tiles).
+      gt_silhouette: (B, S, S) GT silhouettes at phis[:, 1] (`gt_silhouettes` with the camera of
+        `gt_camera_translation`, as the train step renders them), or None to drop the silhouette
+        term.
+      stop_gradient_target: `L_cons`'s option (static under jit).
     Views: L_reg on view 0; L_imag on view 1; L_cons on views (1, 2) if V >= 3 else (0, 1).
     L_cons selects samples with neither has_smpl nor has_pose_3d.
     Returns:
@@ -360,14 +351,8 @@ def total_loss(outputs, batch, phis, body, weights: LossWeights = LossWeights(),
     if num_views < 2:
         raise ValueError(f"total_loss needs at least 2 views (0 and φ), got {num_views}")
     phis = jnp.asarray(phis, jnp.float32)
-    if (gt_silhouette is None and silhouette_max_tiles is not None
-            and "silhouette_logits" in outputs):
-        cam_t = batch["cam_t"] if "cam_t" in batch else gt_camera_translation(batch, body)
-        gt_silhouette = gt_silhouettes(body, batch["pose"], batch["betas"], cam_t, phis[:, 1],
-                                       outputs["silhouette_logits"].shape[-1],
-                                       max_tiles=silhouette_max_tiles)
     base = {k: v for k, v in outputs.items() if k != "silhouette_logits"}
-    view1 = view(base, 1)
+    view1 = select_view(base, 1)
     if "silhouette_logits" in outputs:
         sil = outputs["silhouette_logits"]
         if sil.shape[1] == num_views:
@@ -377,11 +362,11 @@ def total_loss(outputs, batch, phis, body, weights: LossWeights = LossWeights(),
         else:
             raise ValueError(f"silhouette_logits must hold all {num_views} views or view 1 only, "
                              f"got shape {sil.shape}")
-    reg, terms = L_reg(view(base, 0), batch, body, weights)
+    reg, terms = L_reg(select_view(base, 0), batch, body, weights)
     imag, t_imag = L_imag(view1, batch, phis[:, 1], gt_silhouette, body, weights)
     a, b = (1, 2) if num_views >= 3 else (0, 1)
     mask_2d_only = (1.0 - batch["has_smpl"]) * (1.0 - batch["has_pose_3d"])
-    cons, t_cons = L_cons(view(base, a), view(base, b), phis[:, a], phis[:, b],
+    cons, t_cons = L_cons(select_view(base, a), select_view(base, b), phis[:, a], phis[:, b],
                           mask_2d_only, weights, stop_gradient_target)
     total = reg + imag + cons
     terms = dict(terms, **t_imag, **t_cons, L_reg=reg, L_imag=imag, L_cons=cons, L_all=total)

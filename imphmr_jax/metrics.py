@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import jax.numpy as jnp
 
+from smpl_jax.numerics import safe_div
+
 ESV_NUM_VIEWS = 360  # 0°..359° in 1° steps
 
 
@@ -57,6 +59,8 @@ def esv_of_model(betas_fn, images, chunk_size=60, num_views=ESV_NUM_VIEWS):
 # pelvis the way SPIN/PARE do before calling them.
 
 M_TO_MM = 1000.0
+# Guard for a sample whose mask selects no joint: means divide by its weight sum, 0.
+_WEIGHT_EPS = 1e-12
 # Guard for a degenerate point set (all points equal): Procrustes' scale divides by its spread.
 _VAR_EPS = 1e-12
 
@@ -81,7 +85,7 @@ def _check_points(pred, gt, name):
 
 def _masked_point_mean(dist, w):
     """Per-sample mean of (B, J) distances over joints with weight > 0 (weighted)."""
-    return jnp.sum(dist * w, axis=-1) / jnp.maximum(jnp.sum(w, axis=-1), 1e-12)
+    return safe_div(jnp.sum(dist * w, axis=-1), jnp.sum(w, axis=-1), _WEIGHT_EPS)
 
 
 def mpjpe(pred, gt, mask=None):
@@ -135,9 +139,9 @@ def similarity_procrustes(x, y, mask=None, return_transform=False):
     """
     x, y = _check_points(x, y, "similarity_procrustes")
     w = _joint_weights(mask, x.shape[:2], x.dtype)[..., None]  # (B, J, 1)
-    wsum = jnp.maximum(jnp.sum(w, axis=1, keepdims=True), 1e-12)
-    mu_x = jnp.sum(w * x, axis=1, keepdims=True) / wsum
-    mu_y = jnp.sum(w * y, axis=1, keepdims=True) / wsum
+    wsum = jnp.sum(w, axis=1, keepdims=True)
+    mu_x = safe_div(jnp.sum(w * x, axis=1, keepdims=True), wsum, _WEIGHT_EPS)
+    mu_y = safe_div(jnp.sum(w * y, axis=1, keepdims=True), wsum, _WEIGHT_EPS)
     xc, yc = x - mu_x, y - mu_y
     var_x = jnp.sum(w * xc ** 2, axis=(1, 2))  # (B,)
     k = jnp.einsum("bji,bjk->bik", w * xc, yc)  # (B, 3, 3) = X1 X2ᵀ in SPIN's column layout
@@ -147,7 +151,7 @@ def similarity_procrustes(x, y, mask=None, return_transform=False):
     z_last = jnp.where(det < 0, -1.0, 1.0).astype(x.dtype)
     z = jnp.ones(x.shape[:1] + (3,), x.dtype).at[:, 2].set(z_last)
     r = v @ (z[..., None] * jnp.swapaxes(u, -1, -2))  # V Z Uᵀ
-    scale = jnp.trace(r @ k, axis1=-2, axis2=-1) / jnp.maximum(var_x, _VAR_EPS)
+    scale = safe_div(jnp.trace(r @ k, axis1=-2, axis2=-1), var_x, _VAR_EPS)
     t = mu_y[:, 0] - scale[:, None] * jnp.einsum("bij,bj->bi", r, mu_x[:, 0])
     aligned = scale[:, None, None] * jnp.einsum("bij,bnj->bni", r, x) + t[:, None, :]
     if return_transform:

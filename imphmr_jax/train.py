@@ -141,7 +141,7 @@ def make_train_step(config, model, tx, mesh, state_shardings, *, silhouette_tile
                                                 gt_silhouette=sil,
                                                 stop_gradient_target=stop_target)
             else:
-                loss, terms = losses.L_reg(losses.view(outputs, 0), batch, body, weights)
+                loss, terms = losses.L_reg(losses.select_view(outputs, 0), batch, body, weights)
                 terms = dict(terms, L_reg=loss, L_all=loss)
             return loss, (terms, new_vars["batch_stats"])
 

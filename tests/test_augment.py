@@ -10,6 +10,7 @@ from PIL import Image
 
 from imphmr_jax.data import augment as A
 from imphmr_jax.data import schema
+from smpl_jax import joint_sets
 
 RES = 64
 NO_AUG = dict(flip_prob=0.0, noise_factor=0.0, rot_zero_prob=1.0, scale_factor=0.0)
@@ -76,7 +77,7 @@ def test_flip_pose_is_mirror_of_rotation():
     F = np.diag([-1.0, 1.0, 1.0])
     flipped = A.flip_pose(pose)
     for j in range(24):
-        src = A.SMPL_POSE_FLIP_PERM[3 * j] // 3
+        src = joint_sets.SMPL_POSE_FLIP_PERM[3 * j] // 3
         want = F @ Rotation.from_rotvec(pose[3 * src:3 * src + 3]).as_matrix() @ F
         np.testing.assert_allclose(Rotation.from_rotvec(flipped[3 * j:3 * j + 3]).as_matrix(),
                                    want, atol=1e-10)
@@ -91,7 +92,7 @@ def _marker_check(cfg, seed, tol, fmt="PNG", **rec_kw):
     for k in range(3):  # marker k is in channel k at source keypoint 25 + k
         j = 25 + k
         if params.flip:
-            j = int(np.nonzero(A.J49_FLIP_PERM == j)[0][0])  # where keypoint 25 + k went
+            j = joint_sets.J49_FLIP_PERM.index(j)  # where keypoint 25 + k went
         want = (kp[j, :2] + 1.0) * RES / 2.0
         np.testing.assert_allclose(centroid(img[..., k]), want, atol=tol)
     return params

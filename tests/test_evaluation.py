@@ -46,8 +46,8 @@ def _labels(body, seed=0, b=B):
     # (J24_TO_J17 and H36M_TO_J17 list the same joints), far from the origin, confidence 1.
     cam_t = np.array([0.1, -0.2, 5.0], np.float32)
     joints_3d = np.zeros((b, 24, 4), np.float32)
-    joints_3d[:, list(ev.J24_TO_J17), :3] = h36m[:, list(joint_sets.H36M_TO_J17)] + cam_t
-    joints_3d[:, list(ev.J24_TO_J17), 3] = 1.0
+    joints_3d[:, list(joint_sets.J24_TO_J17), :3] = h36m[:, list(joint_sets.H36M_TO_J17)] + cam_t
+    joints_3d[:, list(joint_sets.J24_TO_J17), 3] = 1.0
     return {"pose": pose.reshape(b, 72), "betas": betas, "gender": np.full(b, -1, np.int32),
             "joints_3d": joints_3d}, np.asarray(out.vertices)
 
@@ -57,7 +57,7 @@ def test_protocol_table():
                                  "synthetic"}
     assert ev.PROTOCOLS["pw3d"].metrics == ("mpjpe", "pa_mpjpe", "pve")
     assert ev.PROTOCOLS["h36m_p1"].metrics == ("mpjpe", "pa_mpjpe")
-    assert ev.J24_TO_J14 == (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 18)
+    assert joint_sets.J24_TO_J14 == (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 18)
     with pytest.raises(ValueError, match="PVE needs a GT mesh"):
         ev.Protocol("bad", gt_source="joints_3d", pve=True)
     with pytest.raises(ValueError, match="unknown evaluation protocol"):

@@ -111,7 +111,7 @@ def test_imagination_panel(body, mean_mesh):
     assert png.std() > 20  # not blank
     # The renders: each view shows the mesh centred; the T-posed body is wider from the front
     # (0°, 180°) than from the side (90°, 270°) at the common scale.
-    renders = figures.render_views(verts, np.asarray(body.faces), RES)
+    renders = figures.render_centred_meshes(verts, np.asarray(body.faces), RES)
     mesh = np.any(renders < 250, axis=-1)  # white background
     widths = [np.ptp(np.nonzero(m.any(0))[0]) for m in mesh]
     assert all(m.any() for m in mesh)

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from imphmr_jax.geometry.views import R_y, ViewCameraConfig, view_rays
-from imphmr_jax.models import (BackboneConfig, ForegroundAttention, ImpHMR, perspective_max_projection, render_views,
-                               trilinear_sample)
+from imphmr_jax.models import (BackboneConfig, ForegroundAttention, ImpHMR,
+                               perspective_max_projection, trilinear_sample, volume_render_views)
 from imphmr_jax.models.regressor import spin_default_mean_params
 from smpl_jax.rotations import rot6d_to_matrix
 
@@ -284,8 +284,8 @@ def test_rendering_at_phi_sees_the_body_turned_by_r_y_phi():
     def both():
         rays_phi = view_rays(jnp.full((1, 1), phi), 3, 3, cam)
         rays_0 = view_rays(jnp.zeros((1, 1)), 3, 3, cam)
-        return (render_views(_blob_field(x0), rays_phi, cam),
-                render_views(_blob_field(moved), rays_0, cam))
+        return (volume_render_views(_blob_field(x0), rays_phi, cam),
+                volume_render_views(_blob_field(moved), rays_0, cam))
 
     a, b = both()
     assert np.asarray(a.opacity).max() > 0.5  # the blob is actually seen

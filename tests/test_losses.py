@@ -20,6 +20,7 @@ from imphmr_jax.geometry import camera as cam_lib
 from imphmr_jax.geometry.views import ViewCameraConfig
 from imphmr_jax.models import BackboneConfig, ImpHMR
 from imphmr_jax.render.rasterize import required_tiles
+from smpl_jax.joint_sets import LSP_HIPS, pelvis_centred
 
 B, SIL = 4, 64
 TOL = 1e-6
@@ -52,7 +53,7 @@ def labels():
     kp = losses.project_keypoints(j49, jnp.asarray(cam))
     conf = np.ones((B, 49, 1), np.float32)
     conf[:, :25] = 0.0  # OpenPose detections are not used
-    j3d = losses.pelvis_centred(j49[:, 25:])
+    j3d = pelvis_centred(j49[:, 25:], LSP_HIPS)
     batch = dict(keypoints_2d=jnp.concatenate([kp, conf], -1),
                  joints_3d=jnp.concatenate([j3d, jnp.ones((B, 24, 1))], -1),
                  pose=jnp.asarray(pose), betas=jnp.asarray(betas),
@@ -96,8 +97,7 @@ def exact_outputs(batch, cam, phis):
                 cam=jnp.repeat(cam[:, None], v, 1), silhouette_logits=30.0 * (2.0 * sil - 1.0))
 
 
-loss_fn = jax.jit(losses.total_loss, static_argnames=("silhouette_max_tiles",
-                                                      "stop_gradient_target"))
+loss_fn = jax.jit(losses.total_loss, static_argnames=("stop_gradient_target",))
 
 
 def test_all_terms_vanish_at_the_labels():
@@ -107,9 +107,10 @@ def test_all_terms_vanish_at_the_labels():
     _, terms = loss_fn(out, batch, PHIS, body(), gt_silhouette=sil)
     for name, value in terms.items():
         assert abs(float(value)) < 1e-5, (name, float(value))
-    # silhouettes rendered inside the loss, with the GT camera fitted from the keypoints
-    _, inside = loss_fn(out, batch, PHIS, body(), silhouette_max_tiles=tiles())
-    assert abs(float(inside["imag_silh"])) < 1e-5
+    # silhouettes rendered as the train step does, with the GT camera fitted from the keypoints
+    fitted = silhouettes(PHIS[:, 1], cam_t=losses.gt_camera_translation(batch, body()))
+    _, fitted_terms = loss_fn(out, batch, PHIS, body(), gt_silhouette=fitted)
+    assert abs(float(fitted_terms["imag_silh"])) < 1e-5
     # two views: L_cons between views 0 and 1
     _, two = loss_fn(jax.tree.map(lambda x: x[:, :2], out), batch, PHIS[:, :2], body(),
                      gt_silhouette=sil)
@@ -147,7 +148,7 @@ def test_gt_camera_translation_recovers_the_camera():
 def test_imag_targets_turn_a_body_facing_the_camera_sideways():
     pose = jnp.zeros((1, 72)).at[0, :3].set(FACING_CAMERA)
     j24 = losses.predicted_joints(body(), losses.gt_rotmat(pose), jnp.zeros((1, 10)))[:, 25:]
-    j24 = losses.pelvis_centred(j24)
+    j24 = pelvis_centred(j24, LSP_HIPS)
     batch = dict(pose=pose, joints_3d=jnp.concatenate([j24, jnp.ones((1, 24, 1))], -1))
     t = losses.imag_targets(batch, jnp.asarray([math.pi / 2]))
     # Facing the camera (-z) seen from φ = π/2: R_y(π/2)(0, 0, -1) = (-1, 0, 0), facing -x.
@@ -162,7 +163,7 @@ def test_imag_targets_turn_a_body_facing_the_camera_sideways():
     assert j24[0, 2, 0] < 0 and t["joints_3d"][0, 2, 2] > 0.05
     # and the turned body's own joints (forward kinematics of the target pose) agree
     j_turned = losses.predicted_joints(body(), t["rotmat"], jnp.zeros((1, 10)))[:, 25:]
-    np.testing.assert_allclose(losses.pelvis_centred(j_turned)[0], t["joints_3d"][0, :, :3],
+    np.testing.assert_allclose(pelvis_centred(j_turned, LSP_HIPS)[0], t["joints_3d"][0, :, :3],
                                atol=1e-5)
 
 

@@ -40,9 +40,6 @@ from scipy.spatial.transform import Rotation
 from imphmr_jax.data import schema
 from smpl_jax import joint_sets
 
-J24_FLIP_PERM = np.asarray(joint_sets.J24_FLIP_PERM, np.int64)
-J49_FLIP_PERM = np.asarray(joint_sets.J49_FLIP_PERM, np.int64)
-SMPL_POSE_FLIP_PERM = np.asarray(joint_sets.SMPL_POSE_FLIP_PERM, np.int64)
 BOX_UNIT = 200.0  # SPIN: scale = box side / 200 pixels
 
 
@@ -231,7 +228,7 @@ def flip_keypoints_2d(keypoints_2d) -> np.ndarray:
     kp = np.asarray(keypoints_2d)
     if kp.shape != (schema.NUM_KEYPOINTS, 3):
         raise ValueError(f"flip_keypoints_2d expects (49, 3) keypoints, got {kp.shape}")
-    out = kp[J49_FLIP_PERM].copy()
+    out = kp[np.asarray(joint_sets.J49_FLIP_PERM)].copy()
     out[:, 0] = -out[:, 0]
     return out
 
@@ -241,7 +238,7 @@ def flip_joints_3d(joints_3d) -> np.ndarray:
     j = np.asarray(joints_3d)
     if j.shape != (schema.NUM_GT_JOINTS, 4):
         raise ValueError(f"flip_joints_3d expects (24, 4) joints, got {j.shape}")
-    out = j[J24_FLIP_PERM].copy()
+    out = j[np.asarray(joint_sets.J24_FLIP_PERM)].copy()
     out[:, 0] = -out[:, 0]
     return out
 
@@ -252,7 +249,7 @@ def flip_pose(pose) -> np.ndarray:
     p = np.asarray(pose)
     if p.shape != (schema.NUM_POSE,):
         raise ValueError(f"flip_pose expects a (72,) pose, got {p.shape}")
-    out = p[SMPL_POSE_FLIP_PERM].copy()
+    out = p[np.asarray(joint_sets.SMPL_POSE_FLIP_PERM)].copy()
     out[1::3] = -out[1::3]
     out[2::3] = -out[2::3]
     return out

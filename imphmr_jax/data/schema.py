@@ -45,9 +45,9 @@ from __future__ import annotations
 
 import numpy as np
 
-NUM_KEYPOINTS = 49
-NUM_OPENPOSE = 25
-NUM_GT_JOINTS = 24
+# keypoints_2d / joints_3d hold SPIN's joint sets, defined with the other body-model joint sets.
+from smpl_jax.joint_sets import NUM_GT_JOINTS, NUM_OPENPOSE, NUM_SPIN49 as NUM_KEYPOINTS
+
 NUM_POSE = 72
 NUM_BETAS = 10
 

@@ -11,6 +11,8 @@ Conventions (shared with the rasterizer in `imphmr_jax.render`):
 """
 import jax.numpy as jnp
 
+from smpl_jax.numerics import nonzero_denominator
+
 FOCAL_LENGTH = 5000.0  # SPIN constants.FOCAL_LENGTH, pixels of a 224×224 crop
 IMG_RES = 224  # SPIN constants.IMG_RES
 # SPIN adds this to res·s so that s = 0 gives a huge but finite depth (SPIN:train/trainer.py).
@@ -194,8 +196,7 @@ def estimate_translation(joints_3d, keypoints_2d, focal_length=FOCAL_LENGTH, img
     a = (center - uv) / focal_length  # (..., J, 2)
     r = -a * joints_3d[..., 2:3] - joints_3d[..., 0:2]  # ((u - c)Z - fX)/f
 
-    w_sum = jnp.sum(w, axis=-1)[..., None, None]
-    safe_w_sum = jnp.where(w_sum > 0, w_sum, 1.0)
+    safe_w_sum = nonzero_denominator(jnp.sum(w, axis=-1)[..., None, None])
 
     def wmean(x):  # weighted mean over joints of (..., J, 2)
         return jnp.sum(w[..., None] * x, axis=-2, keepdims=True) / safe_w_sum
@@ -204,7 +205,6 @@ def estimate_translation(joints_3d, keypoints_2d, focal_length=FOCAL_LENGTH, img
     ac, rc = a - a_mean, r - r_mean
     num = jnp.sum(w[..., None] * ac * rc, axis=(-2, -1))
     den = jnp.sum(w[..., None] * ac * ac, axis=(-2, -1))
-    ok = den > 0
-    tz = jnp.where(ok, num / jnp.where(ok, den, 1.0), 0.0)
+    tz = jnp.where(den > 0, num / nonzero_denominator(den), 0.0)
     txy = r_mean[..., 0, :] - tz[..., None] * a_mean[..., 0, :]
     return jnp.concatenate([txy, tz[..., None]], axis=-1)

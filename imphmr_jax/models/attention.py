@@ -8,6 +8,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from smpl_jax.numerics import safe_div
+
 # CBAM's BatchNorm2d(1, eps=1e-5, momentum=0.01): torch's 0.01 weights the NEW statistic, Flax's
 # momentum weights the OLD one.
 BN_EPS = 1e-5
@@ -55,5 +57,5 @@ class ForegroundAttention(nn.Module):
         else:
             # sigmoid > 0, so the denominator is positive; the floor only guards underflow.
             w = jnp.sum(attention.astype(jnp.float32), axis=(1, 2))
-            z = jnp.sum(a, axis=(1, 2)) / jnp.maximum(w, 1e-6)
+            z = safe_div(jnp.sum(a, axis=(1, 2)), w, 1e-6)
         return z.astype(self.dtype)

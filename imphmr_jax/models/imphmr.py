@@ -4,20 +4,14 @@ variant 'imphmr' (spec section 1):
   image --g (ResNet)--> z (B, h0, w0, C) --A (ForegroundAttention)--> z_fg (B, C)
   for every view φ: rays of the map_size x map_size view camera (geometry.views.view_rays),
   samples x = o + d·r, (σ, f) = h(γ(x), γ(r), z_fg) (FeatureField), eq. 4 integration
-  (render.volume.integrate) -> f_φ (map_size, map_size, M_f) --AGG--> z_φ (M_f) --R--> Θ_φ,
+  (render.volume.integrate) -> f_φ (map_size, map_size, M_f) --AGG (models/aggregation.py)-->
+  z_φ (M_f) --R--> Θ_φ,
   and the geometric guidance branch S_φ = D(f_φ) (SilhouetteDecoder).
 variant 'baseline': SPIN's architecture, g -> global average pool -> R. No attention, no field, no
   decoder; views are ignored (one output view).
-variant 'ptn': Baseline-PTN. The feature field is replaced by PTN's decoder (Yan et al. 2016): a
-  volume generator turns z_fg into an explicit R x R x R x M_f feature volume (R = 4 as in the
-  paper); a perspective transformer samples that volume trilinearly along the rays of view φ (the
-  same view camera as ImpHMR, i.e. the volume resampled on the rotated view frustum) and projects by
-  a max over depth, since the volume has no density (supp. 6.1). AGG, R and D as in ImpHMR. Our
-  reading of the unspecified parts [INF]: the generator is one linear layer z_fg -> R³ x ptn_hidden,
-  ReLU, and a per-voxel linear layer ptn_hidden -> M_f (a single z_fg -> R³·M_f layer would hold
-  2048·64·2048 ≈ 268M weights); the volume spans the cube [-ptn_extent, ptn_extent]³ of the body
-  frame, voxel centres at the cell centres, zero outside (grid_sample's zero padding); the depth
-  samples are the camera's `num_samples` evenly spaced depths in [near, far], never jittered.
+variant 'ptn': Baseline-PTN (models/ptn.py): the feature field is replaced by PTN's decoder, an
+  explicit feature volume generated from z_fg and projected along the rays of view φ by a max over
+  depth; AGG, R and D as in ImpHMR.
 
 Every view of every image is rendered in one batched call (B·V·H·W·S points through one MLP); there
 is no Python loop over views or pixels. φ enters only through cos/sin, so φ and φ + 2π render the
@@ -27,15 +21,15 @@ import dataclasses
 from typing import Any, Mapping, Optional, Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from imphmr_jax.geometry.views import ViewCameraConfig, view_rays
+from imphmr_jax.models.aggregation import AGG
 from imphmr_jax.models.attention import ForegroundAttention
 from imphmr_jax.models.feature_field import FeatureField
-from imphmr_jax.models.regressor import (Regressor, spin_default_mean_params,
-                                         torch_linear_bias_init, torch_linear_kernel_init)
+from imphmr_jax.models.ptn import PTNVolumeGenerator, perspective_max_projection
+from imphmr_jax.models.regressor import Regressor, spin_default_mean_params
 from imphmr_jax.models.resnet import resnet18, resnet34, resnet50
 from imphmr_jax.models.silhouette_decoder import SilhouetteDecoder
 from imphmr_jax.render.volume import RenderResult, integrate, sample_depths
@@ -58,36 +52,7 @@ def build_backbone(config: BackboneConfig, dtype, name=None) -> nn.Module:
     return _RESNETS[config.depth](width=config.width, dtype=dtype, name=name)
 
 
-def trilinear_sample(volume, points, extent):
-    """Trilinear interpolation of a feature volume at points, zero outside it (PTN's sampler).
-
-    Args:
-      volume: (B, R, R, R, C), axes (x, y, z) of the body frame; voxel (i, j, k) is centred at
-        -extent + (2·(i, j, k) + 1)·extent / R.
-      points: (B, N, 3) body-frame points.
-      extent: half side of the cube the volume fills.
-    Returns:
-      (B, N, C) in the volume's dtype.
-    """
-    res = volume.shape[1]
-    flat = volume.reshape(volume.shape[0], res**3, volume.shape[-1])
-    idx = (points.astype(jnp.float32) / extent + 1.0) * (res / 2.0) - 0.5  # continuous index
-    base = jnp.floor(idx)
-    frac = idx - base
-    base = base.astype(jnp.int32)
-    out = 0.0
-    for corner in np.ndindex(2, 2, 2):  # the 8 neighbours; a loop over corners, not points
-        ijk = base + jnp.asarray(corner, jnp.int32)
-        w = jnp.prod(jnp.where(jnp.asarray(corner, bool), frac, 1.0 - frac), axis=-1)
-        inside = jnp.all((ijk >= 0) & (ijk < res), axis=-1)
-        ijk = jnp.clip(ijk, 0, res - 1)
-        lin = (ijk[..., 0] * res + ijk[..., 1]) * res + ijk[..., 2]  # (B, N)
-        vals = jax.vmap(lambda f, i: f[i])(flat, lin)  # (B, N, C)
-        out = out + vals * jnp.where(inside, w, 0.0)[..., None].astype(vals.dtype)
-    return out.astype(volume.dtype)
-
-
-def render_views(field_fn, rays, camera: ViewCameraConfig, key=None) -> RenderResult:
+def volume_render_views(field_fn, rays, camera: ViewCameraConfig, key=None) -> RenderResult:
     """Volume-render a field along the rays of every view at once (ImpHMR eq. 3-4).
 
     Args:
@@ -109,46 +74,6 @@ def render_views(field_fn, rays, camera: ViewCameraConfig, key=None) -> RenderRe
     sigma, feats = field_fn(points.reshape(b, -1, 3), viewdirs.reshape(b, -1, 3))
     return integrate(sigma.reshape(b, v, p, s), feats.reshape(b, v, p, s, -1), depths,
                      jnp.linalg.norm(rays.directions, axis=-1))
-
-
-def perspective_max_projection(volume, rays, camera: ViewCameraConfig, extent):
-    """PTN's perspective transformer with max projection (Baseline-PTN has no density).
-
-    The volume is sampled trilinearly at `camera.num_samples` evenly spaced depths in [near, far]
-    along every ray of view φ (i.e. on the rotated view frustum), and each pixel keeps the
-    per-channel maximum over depth.
-
-    Args:
-      volume: (B, R, R, R, C) body-frame feature volume filling [-extent, extent]³.
-      rays: `ViewRays` with fields (B, V, P, 3) from `view_rays`.
-    Returns:
-      (B, V, P, C) projected features, in the volume's dtype.
-    """
-    b, v, p, _ = rays.origins.shape
-    depths = sample_depths(camera.near, camera.far, camera.num_samples)  # (S,)
-    points = rays.origins[..., None, :] + depths[..., None] * rays.directions[..., None, :]
-    feats = trilinear_sample(volume, points.reshape(b, -1, 3), extent)
-    return jnp.max(feats.reshape(b, v, p, camera.num_samples, -1), axis=-2)
-
-
-class PTNVolumeGenerator(nn.Module):
-    """Baseline-PTN's volume generator: z_fg (B, Z) -> feature volume (B, R, R, R, M_f)."""
-
-    resolution: int = 4
-    hidden: int = 64
-    feature_size: int = 2048
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, z):
-        r, zdim = self.resolution, z.shape[-1]
-        x = nn.Dense(r**3 * self.hidden, dtype=self.dtype, param_dtype=jnp.float32,
-                     kernel_init=torch_linear_kernel_init, bias_init=torch_linear_bias_init(zdim),
-                     name="fc_volume")(z)
-        x = nn.relu(x.reshape(z.shape[0], r, r, r, self.hidden))
-        return nn.Dense(self.feature_size, dtype=self.dtype, param_dtype=jnp.float32,
-                        kernel_init=torch_linear_kernel_init,
-                        bias_init=torch_linear_bias_init(self.hidden), name="fc_feature")(x)
 
 
 class ImpHMR(nn.Module):
@@ -254,13 +179,8 @@ class ImpHMR(nn.Module):
         else:
             fmap = self._render_ptn(rays, z_fg)
         fmap = fmap.reshape(b * v, m, m, self.feature_size)  # fold views into the batch
-
-        # AGG: one depthwise m x m convolution, a learned per-channel weighted sum of the pixels.
-        agg = nn.Conv(self.feature_size, (m, m), padding="VALID",
-                      feature_group_count=self.feature_size, dtype=self.dtype,
-                      param_dtype=jnp.float32, kernel_init=torch_linear_kernel_init,
-                      bias_init=torch_linear_bias_init(m * m), name="agg")
-        z_phi = agg(fmap).reshape(b * v, self.feature_size)
+        z_phi = AGG(map_size=m, feature_size=self.feature_size, dtype=self.dtype,
+                    name="agg")(fmap)  # (B·V, M_f)
         per_view = lambda x: x.reshape((b, v) + x.shape[1:])
         out = {k: per_view(val) for k, val in regressor(z_phi, train).items()}
         out["feature_map"] = per_view(fmap)
@@ -289,7 +209,8 @@ class ImpHMR(nn.Module):
                              sigma_bias_init=self.density_bias_init, dtype=self.dtype, name="feature_field")
         # Stratified depth jitter only in training (GIRAFFE); evaluation uses the fixed depths.
         key = self.make_rng("sampling") if train else None
-        rendered = render_views(lambda x, r: field(x, r, z_fg, train), rays, self.camera, key)
+        rendered = volume_render_views(lambda x, r: field(x, r, z_fg, train), rays, self.camera,
+                                       key)
         return rendered.features.astype(self.dtype)
 
     def _render_ptn(self, rays, z_fg):

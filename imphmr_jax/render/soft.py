@@ -25,6 +25,7 @@ import jax.numpy as jnp
 from imphmr_jax.render.rasterize import (_as_intrinsics, clipped_screen_bbox, image_rows,
                                          pixel_range, pixel_slots, required_tiles,
                                          schedule_tiles)
+from smpl_jax.numerics import nonzero_denominator
 
 
 def _soft_silhouette(vertices, faces, intrinsics, height, width, sigma, near, tile, max_tiles,
@@ -58,7 +59,7 @@ def _soft_silhouette(vertices, faces, intrinsics, height, width, sigma, near, ti
         ex, ey = qx[(i + 1) % 3] - qx[i], qy[(i + 1) % 3] - qy[i]
         ax, ay = px - qx[i], py - qy[i]
         ee = ex * ex + ey * ey
-        t = jnp.clip((ax * ex + ay * ey) / jnp.where(ee > 0, ee, 1.0), 0.0, 1.0)
+        t = jnp.clip((ax * ex + ay * ey) / nonzero_denominator(ee), 0.0, 1.0)
         dx, dy = ax - t * ex, ay - t * ey
         di = dx * dx + dy * dy  # squared distance to edge i (segment)
         d2 = di if d2 is None else jnp.minimum(d2, di)

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import smpl_jax
+from smpl_jax.numerics import safe_div
 from imphmr_jax.data.synthetic.appearance import JOINT_REGION, REGIONS, Background, Look
 from imphmr_jax.render import rasterize as _raster
 from imphmr_jax.render import shading as _shading
@@ -61,7 +62,7 @@ def paint_shapes(image, shapes, size):
         dx, dy = x - g(0), y - g(1)
         ca, sa = jnp.cos(g(4)), jnp.sin(g(4))
         lx, ly = ca * dx + sa * dy, -sa * dx + ca * dy
-        qx, qy = lx / jnp.maximum(g(2), 1e-6), ly / jnp.maximum(g(3), 1e-6)
+        qx, qy = safe_div(lx, g(2), 1e-6), safe_div(ly, g(3), 1e-6)
         kind = g(5)
         inside = jnp.where(kind < 0.5, qx * qx + qy * qy <= 1.0,
                            jnp.where(kind < 1.5, jnp.maximum(jnp.abs(qx), jnp.abs(qy)) <= 1.0,

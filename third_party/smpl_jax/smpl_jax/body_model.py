@@ -11,6 +11,9 @@ Written from the SMPL equations (Loper et al. 2015):
 
 with 3x3 rotations and translations kept apart (no 4x4 homogeneous matrices). Units: lengths in
 metres, angles in radians.
+
+Why one module: the forward pass and its hand-written VJP (`_lbs_bwd`) must change together; the
+VJP reuses the forward's intermediates, so keeping them side by side is what keeps them in step.
 """
 from __future__ import annotations
 

@@ -340,7 +340,7 @@ def package_file(name: str):
         yield str(p)
 
 
-def _load_npy(path, key, source) -> np.ndarray:
+def _load_npy(path, key) -> np.ndarray:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{key} file not found: {path}")
@@ -383,7 +383,7 @@ def load(path_or_name, num_betas: Optional[int] = 10, *, j_regressor_extra=None,
         source = path
     arrays = dict(arrays)
     if j_regressor_extra is not None:
-        arrays["J_regressor_extra"] = _load_npy(j_regressor_extra, "J_regressor_extra", source)
+        arrays["J_regressor_extra"] = _load_npy(j_regressor_extra, "J_regressor_extra")
     if j_regressor_h36m is not None:
-        arrays["J_regressor_h36m"] = _load_npy(j_regressor_h36m, "J_regressor_h36m", source)
+        arrays["J_regressor_h36m"] = _load_npy(j_regressor_h36m, "J_regressor_h36m")
     return from_arrays(arrays, num_betas, source=source, dtype=dtype)

@@ -20,7 +20,15 @@ spin49      49    SPIN's training set (25 OpenPose + 24 ground-truth joints), pi
 
 So ``forward(model, pose, betas, extra_joints=('spin49',)).joints[:, 24:73]`` are SPIN's 49 joints
 in :data:`SPIN49_NAMES` order (``SPIN49_SLICE``), and ``spin49_indices(extra_joints)`` gives the
-column indices for any request that contains 'spin49' or both 'vertex21' and 'extra9'.
+column indices for any request that contains 'spin49' or both 'vertex21' and 'extra9'. Of those 49,
+the first :data:`NUM_OPENPOSE` are OpenPose's and the last :data:`NUM_GT_JOINTS` SPIN's 24
+ground-truth joints ("J24", whose first 14 rows are LSP-14); :data:`J24_TO_J14` /
+:data:`J24_TO_J17` pick the evaluation joints from them as :data:`H36M_TO_J14` / :data:`H36M_TO_J17`
+do from h36m17.
+
+Root alignment: :func:`pelvis_of` takes a set's pelvis (a row such as :data:`H36M_PELVIS` /
+:data:`J24_PELVIS`, or the midpoint of the hips :data:`LSP_HIPS`) and :func:`centre_at` subtracts a
+root; :func:`pelvis_centred` does both.
 
 The regressor-backed sets (vertex21, extra9, h36m17) are stored in a :class:`~smpl_jax.BodyModel`
 under :data:`REGRESSOR_KEYS`; a model that lacks one raises a ``ValueError`` that says how to
@@ -73,6 +81,7 @@ H36M17_NAMES = (
 )
 H36M_TO_J17 = (6, 5, 4, 1, 2, 3, 16, 15, 14, 11, 12, 13, 8, 10, 0, 7, 9)
 H36M_TO_J14 = H36M_TO_J17[:14]
+H36M_PELVIS = 0  # row of h36m17: SPIN's / PARE's evaluation root
 LSP14_NAMES = (
     "right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "left_ankle",
     "right_wrist", "right_elbow", "right_shoulder", "left_shoulder", "left_elbow", "left_wrist",
@@ -80,6 +89,9 @@ LSP14_NAMES = (
 )
 
 # --- SPIN 49 ----------------------------------------------------------------------------------
+NUM_SPIN49 = 49
+NUM_OPENPOSE = 25  # SPIN49 rows 0-24: OpenPose's BODY_25 joints
+NUM_GT_JOINTS = 24  # SPIN49 rows 25-48: SPIN's 24 ground-truth joints ("J24")
 SPIN49_NAMES = (
     "OP Nose", "OP Neck", "OP RShoulder", "OP RElbow", "OP RWrist", "OP LShoulder", "OP LElbow",
     "OP LWrist", "OP MidHip", "OP RHip", "OP RKnee", "OP RAnkle", "OP LHip", "OP LKnee",
@@ -97,7 +109,16 @@ SPIN49_FROM_J54 = (
     8, 5, 45, 46, 4, 7, 21, 19, 17, 16, 18, 20, 47, 48, 49, 50, 51, 52, 53, 24, 26, 25, 28, 27,
 )
 # SPIN's 49 joints within forward(..., extra_joints=('spin49',)).joints
-SPIN49_SLICE = slice(NUM_SKELETON_JOINTS, NUM_SKELETON_JOINTS + 49)
+SPIN49_SLICE = slice(NUM_SKELETON_JOINTS, NUM_SKELETON_JOINTS + NUM_SPIN49)
+
+# --- SPIN's 24 ground-truth joints (J24) -> evaluation sets (SPIN constants.py) ----------------
+# Rows of J24 that give the LSP-14 / MPI-INF-3DHP-17 joints (the same joints as H36M_TO_J14/17).
+J24_TO_J17 = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 18, 14, 16, 17)
+J24_TO_J14 = J24_TO_J17[:14]
+J24_PELVIS = 14  # "Pelvis (MPII)": the root SPIN's stored H36M / 3DHP ground truth is centred on
+# Right hip, left hip in LSP-14, hence also in J24 (its first 14 rows) and in the J17 set. Their
+# midpoint is the pelvis of SPIN's 3D keypoint loss and of HMR/VIBE's `align_by_pelvis`.
+LSP_HIPS = (2, 3)
 
 # --- flip permutations (SPIN constants) -------------------------------------------------------
 SMPL_JOINTS_FLIP_PERM = (0, 2, 1, 3, 5, 4, 6, 8, 7, 9, 11, 10, 12, 14, 13, 15, 17, 16, 19, 18, 21,
@@ -106,7 +127,7 @@ SMPL_POSE_FLIP_PERM = tuple(3 * i + k for i in SMPL_JOINTS_FLIP_PERM for k in ra
 J24_FLIP_PERM = (5, 4, 3, 2, 1, 0, 11, 10, 9, 8, 7, 6, 12, 13, 14, 15, 16, 17, 18, 19, 21, 20, 23,
                  22)
 J49_FLIP_PERM = (0, 1, 5, 6, 7, 2, 3, 4, 8, 12, 13, 14, 9, 10, 11, 16, 15, 18, 17, 22, 23, 24, 19,
-                 20, 21) + tuple(25 + i for i in J24_FLIP_PERM)
+                 20, 21) + tuple(NUM_OPENPOSE + i for i in J24_FLIP_PERM)
 
 # --- set registry -----------------------------------------------------------------------------
 # Regressor-backed sets, as stored in BodyModel.regressors: key -> (rows, file key, how to add it).
@@ -123,7 +144,7 @@ REGRESSOR_KEYS = {
 }
 
 JOINT_SET_NAMES = ("vertex21", "extra9", "h36m17", "lsp14", "spin49")
-JOINT_SET_SIZES = {"vertex21": 21, "extra9": 9, "h36m17": 17, "lsp14": 14, "spin49": 49}
+JOINT_SET_SIZES = {"vertex21": 21, "extra9": 9, "h36m17": 17, "lsp14": 14, "spin49": NUM_SPIN49}
 JOINT_SET_JOINT_NAMES = {
     "vertex21": VERTEX21_NAMES, "extra9": EXTRA9_NAMES, "h36m17": H36M17_NAMES,
     "lsp14": LSP14_NAMES, "spin49": SPIN49_NAMES,
@@ -181,6 +202,28 @@ def set_slices(extra_joints: str | Iterable[str] = ()) -> dict[str, slice]:
     return out
 
 
+def pelvis_of(joints, pelvis: int | tuple[int, int]):
+    """The pelvis of a joint set: (..., J, 3) -> (..., 3).
+
+    pelvis: a row (e.g. :data:`H36M_PELVIS`, :data:`J24_PELVIS`) or a pair of rows whose midpoint
+    is the pelvis (:data:`LSP_HIPS`: SPIN's pelvis (j2 + j3)/2 of J24 and LSP-14). numpy or jax.
+    """
+    if isinstance(pelvis, (int, np.integer)):
+        return joints[..., pelvis, :]
+    i, j = pelvis
+    return 0.5 * (joints[..., i, :] + joints[..., j, :])
+
+
+def centre_at(joints, root):
+    """Joints relative to a root point: (..., J, 3) - (..., 3) -> (..., J, 3)."""
+    return joints - root[..., None, :]
+
+
+def pelvis_centred(joints, pelvis: int | tuple[int, int]):
+    """(..., J, 3) joints centred at their own pelvis (`pelvis_of`'s row or pair of rows)."""
+    return centre_at(joints, pelvis_of(joints, pelvis))
+
+
 def spin49_indices(extra_joints: str | Iterable[str]) -> np.ndarray:
     """Indices (49,) along the joint axis of ``forward``'s output that give SPIN's 49 joints.
 
@@ -190,7 +233,7 @@ def spin49_indices(extra_joints: str | Iterable[str]) -> np.ndarray:
     slices = set_slices(extra_joints)
     if "spin49" in slices:
         s = slices["spin49"].start
-        return np.arange(s, s + 49)
+        return np.arange(s, s + NUM_SPIN49)
     if "vertex21" in slices and "extra9" in slices:
         j54 = np.concatenate([np.arange(NUM_SKELETON_JOINTS),
                               np.arange(slices["vertex21"].start, slices["vertex21"].stop),

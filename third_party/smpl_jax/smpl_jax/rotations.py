@@ -12,6 +12,8 @@ All functions broadcast over arbitrary leading dims and are jit/vmap/grad safe.
 """
 import jax.numpy as jnp
 
+from smpl_jax.numerics import safe_norm
+
 # Below this squared angle Taylor series replace sin(t)/t-style ratios: the closed forms and their
 # derivatives are 0/0 at t = 0. A constant branch would zero the gradient at the identity, so the
 # series keep the correct first-order terms; the "double where" keeps the unused branch NaN-free.
@@ -137,7 +139,7 @@ def matrix_to_axis_angle(matrix):
 
 
 def _normalize(x):
-    return x / jnp.sqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), _NORM_EPS_SQ))
+    return x / safe_norm(x, _NORM_EPS_SQ, keepdims=True)
 
 
 def rot6d_to_matrix(x):
