@@ -15,7 +15,12 @@ import sys
 import tempfile
 from typing import Mapping, Optional, Sequence
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+
+from imphmr_jax.models.regressor import NPOSE, NUM_BETAS, NUM_CAM, Regressor
+from imphmr_jax.models.resnet import ResNet
 
 RESNET_STAGES = {"resnet50": ((3, 4, 6, 3), "bottleneck"), "resnet18": ((2, 2, 2, 2), "basic"),
                  "resnet34": ((3, 4, 6, 3), "basic")}
@@ -130,11 +135,6 @@ def _finish(report: dict, strict: bool, what: str) -> None:
 
 
 def _resnet_expected_shapes(width: int, stage_sizes, block) -> dict:
-    import jax
-    import jax.numpy as jnp
-
-    from imphmr_jax.models.resnet import ResNet
-
     model = ResNet(stage_sizes=tuple(stage_sizes), block=block, width=width)
     return jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)),
                                              train=False))
@@ -223,11 +223,6 @@ def _spin_checked(state, stage_sizes, block, strict, what):
 
 
 def _regressor_expected_shapes(state: Mapping) -> dict:
-    import jax
-    import jax.numpy as jnp
-
-    from imphmr_jax.models.regressor import NPOSE, NUM_BETAS, NUM_CAM, Regressor
-
     hidden, fan_in = _np(state["fc1.weight"]).shape
     n_feat = fan_in - NPOSE - NUM_BETAS - NUM_CAM
     if n_feat <= 0:

@@ -49,6 +49,7 @@ import numpy as np
 import smpl_jax
 from smpl_jax import joint_sets as _js
 from smpl_jax.joint_sets import H36M_PELVIS, J24_PELVIS, LSP_HIPS, centre_at, pelvis_of
+from imphmr_jax import figures
 from imphmr_jax import metrics as _metrics
 from smpl_jax.rotations import axis_angle_to_matrix, rot6d_to_matrix
 
@@ -434,7 +435,6 @@ def run_evaluation(predict_fn, batches: Iterable[Mapping[str, Any]], protocol, b
     """
     from tqdm.auto import tqdm
 
-    from imphmr_jax import figures
 
     protocol = get_protocol(protocol)
     choice = gt_body_choice(protocol, bodies, gendered_gt, allow_neutral_fallback)

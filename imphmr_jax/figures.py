@@ -16,6 +16,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
+import smpl_jax
 from imphmr_jax.data.schema import IMG_NORM_MEAN, IMG_NORM_STD
 from imphmr_jax.geometry import camera as cam_lib
 from imphmr_jax.render import rasterize as _raster
@@ -135,7 +136,6 @@ def imagination_view_outputs(outputs: Mapping[str, Any], phis, body, index: int 
     Returns:
       dict(phis (K,), vertices (K, V, 3), silhouette_logits (K, S, S)) as numpy.
     """
-    import smpl_jax
 
     if "silhouette_logits" not in outputs:
         raise KeyError("outputs have no 'silhouette_logits'; run the model with "

@@ -54,6 +54,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # Imported after parsing so that --help and argument errors do not wait for TFDS.
     from imphmr_jax.data import builders
 
     cls = builders.builder_class(args.dataset)

@@ -9,6 +9,8 @@ from typing import Mapping, Optional
 
 import numpy as np
 
+from imphmr_jax import figures
+
 
 class MetricWriter:
     """Rows {'step': s, '<prefix><name>': value, ...} appended to workdir/metrics.jsonl (only where
@@ -84,7 +86,6 @@ def write_loss_curves(metrics_path: str, out_path: str) -> Optional[str]:
     """The loss-curve figure of a run's metrics.jsonl; a figure is a convenience, so a failure is
     printed, not raised. Returns the path written or None."""
     try:
-        from imphmr_jax import figures
         figures.loss_curves(metrics_path, out_path)
         return out_path
     except (ImportError, ValueError, KeyError) as e:

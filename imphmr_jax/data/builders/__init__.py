@@ -19,6 +19,7 @@ import shutil
 import tensorflow_datasets as tfds
 from etils import epath
 
+from imphmr_jax.data.builders.base import _jsonable
 from imphmr_jax.data.builders.base import (  # noqa: F401
     BadImageError,
     Counts,
@@ -132,7 +133,6 @@ def build(name: str, data_dir, *, manual_dir=None, config: str | None = None,
 
 
 def base_jsonable(options: dict) -> dict:
-    from imphmr_jax.data.builders.base import _jsonable
     return _jsonable(options)
 
 
