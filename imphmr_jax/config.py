@@ -121,6 +121,10 @@ def default_config() -> ml_collections.ConfigDict:
     t.checkpoint_every = 1000
     t.keep_checkpoints = 3
     t.nan_max_consecutive = 10        # stop after this many non-finite steps in a row
+    t.spike_factor = 100.0            # report a step whose loss or gradient norm exceeds this
+                                      # multiple of its median over the last spike_window finite
+                                      # steps (counted as train/spikes_total); 0 = off
+    t.spike_window = 50
     t.progress = True
 
     # ------------------------------------------------------------------ loss weights (supp. 6.1)

@@ -42,6 +42,7 @@ from imphmr_jax.pretrained import with_pretrained
 from imphmr_jax.training import checkpoint as ckpt_lib
 from imphmr_jax.training import sharding, startup, state as state_lib, writer as writer_lib
 from imphmr_jax.training.optim import make_optimizer
+from imphmr_jax.training.spikes import SpikeMonitor
 from imphmr_jax.training.state import NonFiniteError, TrainState  # noqa: F401  (public names)
 
 TRAIN_KEYS = ("image", "keypoints_2d", "joints_3d", "pose", "betas", "has_smpl", "has_pose_3d")
@@ -262,6 +263,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     body_dev = jax.device_put(body, sharding.replicated(mesh))
     writer = writer_lib.MetricWriter(workdir, enabled=is_main)
     means = writer_lib.RunningMeans()
+    spikes = SpikeMonitor(factor=config.train.spike_factor, window=config.train.spike_window)
     train_step = None
     num_steps = int(config.train.num_steps)
     last_eval = None
@@ -284,6 +286,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
             state_lib.check_nonfinite_streak(m, state, done, config.train.nan_max_consecutive,
                                              workdir, writer)
             means.add(m)
+            for line in spikes.check(done, m):
+                writer_lib.console(f"spike: {line}", pbar, enabled=is_main)
             if pbar is not None:
                 pbar.update(1)
                 pbar.set_postfix(loss=f"{float(m['loss']):.3g}")
@@ -291,6 +295,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                 scalars = means.flush()
                 if scalars:
                     scalars["nonfinite_total"] = float(jax.device_get(state.nonfinite_total))
+                    scalars["spikes_total"] = float(spikes.total)
                     writer.write(done, scalars, "train/")
             if done % config.train.checkpoint_every == 0 or done == num_steps:
                 manager.save(done, state, data_iter.get_state())

@@ -46,6 +46,7 @@ def test_run_writes_metrics_checkpoints_and_figures(uninterrupted):
     assert [r["step"] for r in train_rows] == [1, 2, 3, 4]
     assert all(np.isfinite(r["train/loss"]) for r in train_rows)
     assert all(r["train/silhouette_overflow"] == 0 for r in train_rows)
+    assert all(r["train/spikes_total"] == 0 for r in train_rows)
     assert any("eval/pa_mpjpe" in r for r in rows)
     assert sorted(ckpt_lib._steps(workdir / "checkpoints")) == [2, 4]
     assert ckpt_lib._steps(workdir / "best") == [4]

@@ -7,6 +7,7 @@
     ema          exponential moving average of parameters and BatchNorm statistics
     checkpoint   orbax checkpoints: keep-N with the data-iterator state, best, load_variables
     writer       metrics.jsonl (+ TensorBoard), running means, progress bar, loss curves
+    spikes       loss / gradient-norm spikes (orders of magnitude over the recent median)
     startup      jax.distributed, barriers, the shared-workdir check, quiet logs
 
 Each method writes its own short step and loop with these (big_vision's way: share helpers, not

@@ -82,6 +82,16 @@ def progress_bar(total: int, initial: int = 0, *, enabled: bool = True, desc: st
     return tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True)
 
 
+def console(message: str, pbar=None, *, enabled: bool = True) -> None:
+    """A line for the person watching: above the progress bar when there is one."""
+    if not enabled:
+        return
+    if pbar is not None:
+        pbar.write(message)
+    else:
+        print(message, flush=True)
+
+
 def write_loss_curves(metrics_path: str, out_path: str) -> Optional[str]:
     """The loss-curve figure of a run's metrics.jsonl; a figure is a convenience, so a failure is
     printed, not raised. Returns the path written or None."""

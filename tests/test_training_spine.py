@@ -1,0 +1,101 @@
+"""The method-agnostic training helpers on their own: spike reports, running means, weight
+merging, schedules, the moving average and the guarded update (no model needed)."""
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from imphmr_jax.training import ema, optim, sharding, state as state_lib, writer
+from imphmr_jax.training.spikes import SpikeMonitor
+
+
+def test_spike_monitor_reports_jumps_of_orders_of_magnitude():
+    mon = SpikeMonitor(factor=100.0, window=10, warmup=5)
+    rng = np.random.default_rng(0)
+    for s in range(20):
+        assert mon.check(s, {"loss": 20 + rng.normal(), "grad_norm": 50 + rng.normal()}) == []
+    msgs = mon.check(20, {"loss": 1.07e10, "grad_norm": 60.0})
+    assert len(msgs) == 1 and "loss" in msgs[0] and "step 20" in msgs[0] and mon.total == 1
+    # A sustained blow-up stays a spike (it does not become the new normal) ...
+    for s in range(21, 40):
+        assert mon.check(s, {"loss": 5e10, "grad_norm": 2e13})
+    assert mon.total == 20
+    # ... a factor-of-10 change, a non-finite value and an absent key are not spikes.
+    assert mon.check(40, {"loss": 200.0, "grad_norm": float("nan")}) == []
+    assert mon.check(41, {}) == []
+
+
+def test_spike_monitor_waits_for_warmup_and_can_be_off():
+    mon = SpikeMonitor(factor=10.0, window=10, warmup=5)
+    assert mon.check(0, {"loss": 1.0}) == [] and mon.check(1, {"loss": 1e6}) == []
+    off = SpikeMonitor(factor=0.0, warmup=0)
+    for s in range(10):
+        off.check(s, {"loss": 1.0})
+    assert off.check(10, {"loss": 1e9}) == [] and off.total == 0
+
+
+def test_running_means_skip_nonfinite_steps():
+    means = writer.RunningMeans()
+    means.add({"loss": 1.0, "finite": 1.0, "nonfinite_streak": 0})
+    means.add({"loss": float("nan"), "finite": 0.0, "nonfinite_streak": 1})
+    means.add({"loss": 3.0, "finite": 1.0, "nonfinite_streak": 0})
+    out = means.flush()
+    assert out["loss"] == 2.0 and "finite" not in out and out["steps_per_s"] > 0
+    assert means.flush() == {}
+
+
+def test_merge_tree_names_the_mismatch():
+    dst = {"a": {"w": jnp.zeros((2, 3))}, "b": jnp.ones(4)}
+    out = state_lib.merge_tree(dst, {"a": {"w": np.full((2, 3), 7.0)}})
+    np.testing.assert_array_equal(out["a"]["w"], 7.0)
+    np.testing.assert_array_equal(out["b"], 1.0)
+    with pytest.raises(ValueError, match="shape mismatch at '/a/w'"):
+        state_lib.merge_tree(dst, {"a": {"w": np.zeros((3, 2))}})
+    with pytest.raises(ValueError, match="'/c', which the model does not have"):
+        state_lib.merge_tree(dst, {"c": np.zeros(1)})
+
+
+def _train_section(**kw):
+    t = ml_collections.ConfigDict(dict(learning_rate=1.0, schedule="constant", warmup_steps=0,
+                                       num_steps=100, optimizer="sgd", momentum=0.0,
+                                       weight_decay=0.0, grad_clip=0.0))
+    t.update(kw)
+    return t
+
+
+def test_schedules():
+    np.testing.assert_allclose(optim.make_schedule(_train_section(warmup_steps=10))(5), 0.5)
+    np.testing.assert_allclose(optim.make_schedule(_train_section(schedule="cosine"))(50), 0.5,
+                               atol=1e-6)
+    wc = optim.make_schedule(_train_section(schedule="warmup_cosine", warmup_steps=10))
+    np.testing.assert_allclose([wc(0), wc(10), wc(100)], [0.0, 1.0, 0.0], atol=1e-6)
+    with pytest.raises(ValueError, match="train.schedule"):
+        optim.make_schedule(_train_section(schedule="linear"))
+    with pytest.raises(ValueError, match="train.optimizer"):
+        optim.make_optimizer(_train_section(optimizer="lamb"))
+
+
+def test_ema_decay_ramp_and_update():
+    np.testing.assert_allclose(ema.ema_decay_at(0, 0.999), 0.1)
+    np.testing.assert_allclose(ema.ema_decay_at(10_000, 0.999), 0.999)
+    out = ema.ema_update({"w": jnp.ones(2)}, {"w": jnp.zeros(2)}, 0, 0.999)
+    np.testing.assert_allclose(out["w"], 0.1)
+
+
+def test_guarded_update_skips_a_nonfinite_step_and_counts_it():
+    tx = optim.make_optimizer(_train_section(learning_rate=0.1))
+    mesh = sharding.make_mesh(jax.devices()[:1])
+    st, _ = state_lib.create_train_state(lambda k: {"params": {"w": jnp.ones(3)}}, tx, mesh,
+                                         seed=0, ema=True)
+    good, m = state_lib.apply_gradients(st, tx, {"w": jnp.ones(3)}, jnp.float32(1.0), {},
+                                        ema_decay=0.5)
+    np.testing.assert_allclose(good.params["w"], 0.9)
+    assert int(good.step) == 1 and float(m["finite"]) == 1.0
+    bad, m = state_lib.apply_gradients(good, tx, {"w": jnp.full(3, jnp.nan)}, jnp.float32(1.0),
+                                       {}, ema_decay=0.5)
+    np.testing.assert_allclose(bad.params["w"], 0.9)
+    np.testing.assert_allclose(bad.ema["params"]["w"], good.ema["params"]["w"])
+    assert int(bad.step) == 2 and int(bad.nonfinite_total) == 1 and int(m["nonfinite_streak"]) == 1
+    with pytest.raises(state_lib.NonFiniteError, match="1 consecutive"):
+        state_lib.check_nonfinite_streak(m, bad, 2, 1, "/tmp/run")
