@@ -146,6 +146,10 @@ def default_config() -> ml_collections.ConfigDict:
     e.periodic_max_examples = 256
     e.max_figures = 8
     e.gendered_gt = False             # 3DPW: gendered GT bodies (needs body.male/female)
+    # Locked: an experiment file that sets a misspelled field (`c.train.learning_rat = 0.5`) fails
+    # with ConfigDict's "did you mean" instead of silently training with the default. Dataset and
+    # pose-weight tables assigned later are plain ConfigDicts, open to new entries.
+    c.lock()
     return c
 
 

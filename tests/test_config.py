@@ -80,3 +80,13 @@ def test_command_line_sets_nested_tables_and_none_fields(tmp_path):
         capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["0.5", "0.3", "spin", "w.npz", "7", "0.25"]
+
+
+def test_a_misspelled_field_is_refused():
+    """An experiment file that sets `c.train.learning_rat` fails instead of training with the
+    default learning rate; dataset tables stay open to new datasets."""
+    c = config_lib.synthetic_config()
+    with pytest.raises(AttributeError, match='Did you mean "learning_rate"'):
+        c.train.learning_rat = 0.5
+    c.data.train.coco_eft = dict(weight=0.5)
+    assert [e.name for e in experiment.train_entries(c)] == ["coco_eft", "synthetic_humans"]
