@@ -262,6 +262,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
     body_dev = jax.device_put(body, sharding.replicated(mesh))
     writer = writer_lib.MetricWriter(workdir, enabled=is_main)
+    writer.truncate_after(start)  # rows of steps this run computes again after a resume
     means = writer_lib.RunningMeans()
     spikes = SpikeMonitor(factor=config.train.spike_factor, window=config.train.spike_window)
     train_step = None

@@ -69,6 +69,9 @@ def test_resume_after_kill_matches_uninterrupted(uninterrupted, tmp_path):
         _run(tiny_config(num_steps=4), tmp_path, step_hook=kill_at_3)
     assert ckpt_lib.CheckpointManager(str(tmp_path / "checkpoints")).latest_step() == 2
     resumed = _run(tiny_config(num_steps=4), tmp_path)
+    steps = [json.loads(line)["step"] for line in open(tmp_path / "metrics.jsonl")
+             if "train/loss" in line]
+    assert steps == [1, 2, 3, 4]  # step 3, run twice, is logged once
     chex.assert_trees_all_close(jax.device_get(resumed["state"].params),
                                 jax.device_get(reference["state"].params), rtol=1e-6, atol=1e-7)
     chex.assert_trees_all_close(jax.device_get(resumed["state"].opt_state),

@@ -1,5 +1,7 @@
 """The method-agnostic training helpers on their own: spike reports, running means, weight
 merging, schedules, the moving average and the guarded update (no model needed)."""
+import json
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -99,3 +101,15 @@ def test_guarded_update_skips_a_nonfinite_step_and_counts_it():
     assert int(bad.step) == 2 and int(bad.nonfinite_total) == 1 and int(m["nonfinite_streak"]) == 1
     with pytest.raises(state_lib.NonFiniteError, match="1 consecutive"):
         state_lib.check_nonfinite_streak(m, bad, 2, 1, "/tmp/run")
+
+
+def test_metric_writer_drops_rows_a_resumed_run_computes_again(tmp_path):
+    w = writer.MetricWriter(str(tmp_path))
+    for s in (1, 2, 3):
+        w.write(s, {"loss": float(s)}, "train/")
+    w.write(3, {"pa_mpjpe": 80.0}, "eval/")
+    assert w.truncate_after(2) == 2
+    w.write(3, {"loss": 3.5}, "train/")
+    rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert [r["step"] for r in rows] == [1, 2, 3] and rows[-1] == {"step": 3, "train/loss": 3.5}
+    assert writer.MetricWriter(str(tmp_path / "new")).truncate_after(0) == 0

@@ -40,6 +40,21 @@ class MetricWriter:
                 if k != "step":
                     self._tb.add_scalar(k, v, step)
 
+    def truncate_after(self, step: int) -> int:
+        """Drop the rows of steps after `step` (a run resumed from the checkpoint of `step`
+        computes them again; keeping both would plot them twice). Returns how many were
+        dropped."""
+        if not self.enabled or not os.path.exists(self.path):
+            return 0
+        with open(self.path) as f:
+            lines = [line for line in f if line.strip()]
+        keep = [line for line in lines if json.loads(line).get("step", 0) <= step]
+        if len(keep) < len(lines):
+            with open(self.path + ".tmp", "w") as f:
+                f.writelines(keep)
+            os.replace(self.path + ".tmp", self.path)
+        return len(lines) - len(keep)
+
     def close(self):
         if self._tb is not None:
             self._tb.close()
