@@ -241,12 +241,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     manager = ckpt_lib.CheckpointManager(os.path.join(workdir, "checkpoints"),
                                          max_to_keep=config.train.keep_checkpoints)
     best = ckpt_lib.BestCheckpoint(os.path.join(workdir, "best"), metric="pa_mpjpe")
-    start = manager.latest_step()
-    if start is not None:
-        state, data_state = manager.restore(start, state, state_sh)
+    restored = manager.restore_latest(state, state_sh)
+    if restored is not None:
+        state, data_state, at = restored
         data_iter.set_state(data_state)
         if is_main:
-            print(f"resumed from step {start} in {workdir}/checkpoints")
+            print(f"resumed from step {at} in {workdir}/checkpoints")
     start = int(jax.device_get(state.step))
 
     if eval_source is None:

@@ -1,6 +1,7 @@
 """The method-agnostic training helpers on their own: spike reports, running means, weight
 merging, schedules, the moving average and the guarded update (no model needed)."""
 import json
+import os
 
 import jax
 import jax.numpy as jnp
@@ -8,7 +9,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from imphmr_jax.training import ema, optim, sharding, state as state_lib, writer
+from imphmr_jax.training import checkpoint, ema, optim, sharding, state as state_lib, writer
 from imphmr_jax.training.spikes import SpikeMonitor
 
 
@@ -113,3 +114,46 @@ def test_metric_writer_drops_rows_a_resumed_run_computes_again(tmp_path):
     rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
     assert [r["step"] for r in rows] == [1, 2, 3] and rows[-1] == {"step": 3, "train/loss": 3.5}
     assert writer.MetricWriter(str(tmp_path / "new")).truncate_after(0) == 0
+
+
+def _saved_states(tmp_path, steps=(1, 2)):
+    tx = optim.make_optimizer(_train_section())
+    mesh = sharding.make_mesh(jax.devices()[:1])
+    init = lambda k: {"params": {"dense": {"kernel": jax.random.normal(k, (4, 8))}},
+                      "batch_stats": {"bn": {"mean": jnp.zeros(8)}}}
+    st, sh = state_lib.create_train_state(init, tx, mesh, seed=0)
+    mngr = checkpoint.CheckpointManager(str(tmp_path / "checkpoints"))
+    for s in steps:
+        mngr.save(s, st.replace(step=jnp.int32(s)), {"position": s})
+    return mngr, st, sh, tx, mesh
+
+
+def test_a_damaged_latest_checkpoint_is_set_aside_and_the_previous_one_restored(tmp_path, capsys):
+    mngr, st, sh, _, _ = _saved_states(tmp_path)
+    with open(tmp_path / "checkpoints" / "2" / "data" / "metadata", "w") as f:
+        f.write('{"position": ')  # a truncated data-iterator JSON
+    restored, data, step = mngr.restore_latest(st, sh)
+    assert step == 1 and data == {"position": 1} and int(restored.step) == 1
+    assert (tmp_path / "checkpoints" / "damaged" / "2").is_dir()
+    assert mngr.all_steps() == [1]
+    assert "checkpoint 2" in capsys.readouterr().out
+    # Zeroed array files: the last good checkpoint is gone too, so there is nothing to resume.
+    for root, _, files in os.walk(tmp_path / "checkpoints" / "1" / "state"):
+        for name in files:
+            path = os.path.join(root, name)
+            with open(path, "r+b") as f:
+                f.write(b"\0" * os.path.getsize(path))
+    assert mngr.restore_latest(st, sh) is None
+    assert sorted(os.listdir(tmp_path / "checkpoints" / "damaged")) == ["1", "2"]
+
+
+def test_a_checkpoint_of_another_model_size_names_the_parameters_and_directory(tmp_path):
+    mngr, _, _, tx, mesh = _saved_states(tmp_path, steps=(1,))
+    other, sh = state_lib.create_train_state(
+        lambda k: {"params": {"dense": {"kernel": jnp.zeros((4, 16))}},
+                   "batch_stats": {"bn": {"mean": jnp.zeros(8)}}}, tx, mesh, seed=0)
+    with pytest.raises(checkpoint.CheckpointMismatchError,
+                       match=r"(?s)checkpoint 1 in .*checkpoints.*params/dense/kernel: "
+                             r"checkpoint \(4, 8\), model \(4, 16\)"):
+        mngr.restore_latest(other, sh)
+    assert mngr.all_steps() == [1]  # a mismatch is not damage: nothing is moved

@@ -9,6 +9,12 @@ Layout of a training workdir:
 
 Orbax writes each checkpoint to a temporary directory and renames it when complete, so a run killed
 while saving leaves the previous checkpoint intact; a half-written one is never restored.
+
+Resuming (`CheckpointManager.restore_latest`): a checkpoint whose parameters have other shapes than
+the model's (the config changed) is an error naming the parameters and the directory; a damaged one
+(a zeroed or truncated array file, a broken data-iterator JSON) is moved aside to
+`checkpoints/damaged/<step>` with a message, and the previous one is tried, so a run is never
+stuck on a bad file.
 """
 from __future__ import annotations
 
@@ -17,6 +23,46 @@ from typing import Any, Optional
 
 import jax
 import orbax.checkpoint as ocp
+
+from imphmr_jax.training import startup
+
+# The subtrees whose shapes say which model wrote a checkpoint.
+_MODEL_TREES = ("params", "batch_stats")
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint was written by a model with other parameter shapes than the one restoring."""
+
+
+def _flat_shapes(tree, prefix=()) -> dict:
+    """{path tuple: shape} of a nested dict of arrays / ShapeDtypeStructs / orbax metadata."""
+    if isinstance(tree, dict) or hasattr(tree, "items"):
+        out = {}
+        for k, v in tree.items():
+            out.update(_flat_shapes(v, prefix + (str(k),)))
+        return out
+    return {prefix: tuple(getattr(tree, "shape", ()))}
+
+
+def shape_mismatches(target: Any, stored: Any, limit: int = 5) -> list[str]:
+    """Differences between the model trees (`params`, `batch_stats`) of a target state and a
+    checkpoint's metadata: 'path: checkpoint (32,), model (16,)' / missing / unexpected lines."""
+    out = []
+    for name in _MODEL_TREES:
+        want = getattr(target, name, None)
+        have = stored.get(name) if hasattr(stored, "get") else None
+        if want is None or have is None:
+            continue
+        w, h = _flat_shapes(want, (name,)), _flat_shapes(have, (name,))
+        for path in sorted(set(w) | set(h)):
+            where = "/".join(path)
+            if path not in h:
+                out.append(f"{where}: not in the checkpoint")
+            elif path not in w:
+                out.append(f"{where}: in the checkpoint, not in the model")
+            elif w[path] != h[path]:
+                out.append(f"{where}: checkpoint {h[path]}, model {w[path]}")
+    return out[:limit] + ([f"... and {len(out) - limit} more"] if len(out) > limit else [])
 
 
 def _abstract(tree, shardings=None):
@@ -52,13 +98,55 @@ class CheckpointManager:
         self._mngr.save(step, args=ocp.args.Composite(**items))
 
     def restore(self, step: int, target: Any, shardings=None):
-        """(state shaped and sharded like `target`, data-iterator state dict or None)."""
+        """(state shaped and sharded like `target`, data-iterator state dict or None).
+        CheckpointMismatchError when the checkpoint's parameters have other shapes."""
+        try:
+            stored = self._mngr.item_metadata(step)["state"]
+        except Exception:  # noqa: BLE001 - no readable metadata: the restore itself decides
+            stored = None
+        if stored is not None:
+            stored = getattr(stored, "tree", stored)
+            diff = shape_mismatches(target, stored)
+            if diff:
+                raise CheckpointMismatchError(
+                    f"checkpoint {step} in {self.directory} was written by a model with other "
+                    "parameter shapes than this config's:\n  " + "\n  ".join(diff) + "\nUse the "
+                    "config that trained it, or a new workdir.")
         items = {"state": ocp.args.StandardRestore(_abstract(target, shardings))}
         have_data = os.path.isdir(os.path.join(self.directory, str(step), "data"))
         if have_data:
             items["data"] = ocp.args.JsonRestore()
         out = self._mngr.restore(step, args=ocp.args.Composite(**items))
         return out["state"], (out["data"] if have_data else None)
+
+    def restore_latest(self, target: Any, shardings=None):
+        """(state, data-iterator state, step) of the newest checkpoint that restores, or None when
+        there is none. A damaged checkpoint is moved to `damaged/<step>` (process 0) with a
+        message naming it and the error, and the one before it is tried; a shape mismatch is
+        raised (the config changed: falling back would not help)."""
+        for step in sorted(self.all_steps(), reverse=True):
+            try:
+                state, data = self.restore(step, target, shardings)
+                return state, data, step
+            except CheckpointMismatchError:
+                raise
+            except Exception as e:  # noqa: BLE001 - any storage/decoding failure means damaged
+                self._set_aside(step, e)
+        return None
+
+    def _set_aside(self, step: int, error: Exception) -> None:
+        src = os.path.join(self.directory, str(step))
+        dst = os.path.join(self.directory, "damaged", str(step))
+        reason = " ".join(str(error).split())[:300]
+        if jax.process_index() == 0:
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            if os.path.exists(dst):
+                dst = f"{dst}.{len(os.listdir(os.path.dirname(dst)))}"
+            os.replace(src, dst)
+            print(f"checkpoint {step} in {self.directory} is damaged ({type(error).__name__}: "
+                  f"{reason}); moved it to {dst} and trying the previous one", flush=True)
+        startup.barrier(f"checkpoint_set_aside_{step}")
+        self._mngr.reload()
 
     def wait(self) -> None:
         self._mngr.wait_until_finished()
