@@ -47,7 +47,9 @@ def test_run_writes_metrics_checkpoints_and_figures(uninterrupted):
     assert all(np.isfinite(r["train/loss"]) for r in train_rows)
     assert all(r["train/silhouette_overflow"] == 0 for r in train_rows)
     assert all(r["train/spikes_total"] == 0 for r in train_rows)
-    assert any("eval/pa_mpjpe" in r for r in rows)
+    # The periodic-size evaluation (which picks best/) and the whole split: separate curves.
+    assert [r["step"] for r in rows if "eval/pa_mpjpe" in r] == [4]
+    assert [r["step"] for r in rows if "final_eval/pa_mpjpe" in r] == [4]
     assert sorted(ckpt_lib._steps(workdir / "checkpoints")) == [2, 4]
     assert ckpt_lib._steps(workdir / "best") == [4]
     summary = json.load(open(workdir / "eval" / "synthetic" / "summary.json"))
