@@ -260,10 +260,10 @@ def _ray_hit(tri: jax.Array, rx: jax.Array, ry: jax.Array, valid: jax.Array):
     v0 = tri[..., 0, :]
     e1 = tri[..., 1, :] - v0
     e2 = tri[..., 2, :] - v0
-    n = jnp.cross(e1, e2)
+    n, offset = _face_planes(tri)
     r = jnp.stack([rx, ry, jnp.ones_like(rx)], -1)
     nr = nonzero_denominator(jnp.sum(n * r, -1), valid)
-    z = jnp.sum(n * v0, -1) / nr
+    z = offset / nr
     delta = r - v0 / nonzero_denominator(z, valid)[..., None]
     b1 = jnp.sum(delta * jnp.cross(e2, v0), -1) / nr
     b2 = jnp.sum(delta * jnp.cross(v0, e1), -1) / nr
