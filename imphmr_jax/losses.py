@@ -158,8 +158,18 @@ def smpl_losses(pred_rotmat, pred_betas, gt_rotmats, gt_betas, mask):
 
 
 def camera_prior(cam):
-    """SPIN's camera-scale prior mean(exp(−10 s)²) over the batch; cam (B, 3) [s, tx, ty]."""
-    return jnp.mean(jnp.square(jnp.exp(-10.0 * cam[..., 0])))
+    """SPIN's camera-scale prior mean(exp(−10 s)²) over the batch; cam (B, 3) [s, tx, ty].
+
+    Below s = 0 (a mirrored camera, never a valid one) it continues along its tangent 1 − 20 s
+    instead of growing as exp(−20 s): the same value and gradient for s >= 0, while one batch
+    whose predicted scale dips to s ≈ −1 no longer gives a loss of 1e10 and a gradient norm of
+    1e13 (seen in the default job: clipping bounded the step, but Adam's moments kept the
+    blow-up for hundreds of steps).
+    """
+    s = cam[..., 0]
+    # exp only of s >= 0, so the branch jnp.where discards has a finite value and gradient.
+    spin = jnp.square(jnp.exp(-10.0 * jnp.maximum(s, 0.0)))
+    return jnp.mean(jnp.where(s >= 0.0, spin, 1.0 - 20.0 * s))
 
 
 def silhouette_loss(logits, gt_silhouette, mask):

@@ -296,3 +296,17 @@ def test_tiny_imphmr_overfits_a_fixed_batch():
     assert np.all(np.isfinite(history))
     initial, final = history[0], np.mean(history[-10:])
     assert final < 0.3 * initial, (initial, final)
+
+
+def test_camera_prior_is_spins_for_positive_scales_and_linear_below_zero():
+    s = jnp.array([0.0, 0.3, 0.9, 2.0])
+    cam = jnp.stack([s, jnp.zeros(4), jnp.zeros(4)], -1)
+    spin = jnp.mean(jnp.square(jnp.exp(-10.0 * s)))  # SPIN's loss_cam
+    assert float(losses.camera_prior(cam)) == float(spin)
+    bad = jnp.array([[-1.0, 0.0, 0.0], [-50.0, 0.0, 0.0]])
+    np.testing.assert_allclose(losses.camera_prior(bad), (21.0 + 1001.0) / 2)
+    grad = jax.grad(lambda c: losses.camera_prior(c))(bad)
+    np.testing.assert_allclose(grad[:, 0], [-10.0, -10.0])  # d/ds mean(1 - 20 s)
+    # Continuous value and slope at s = 0.
+    g = jax.grad(lambda x: losses.camera_prior(jnp.array([[x, 0.0, 0.0]])))
+    np.testing.assert_allclose([g(1e-4), g(-1e-4)], [-20.0, -20.0], rtol=3e-3)
