@@ -112,8 +112,7 @@ def train_sources(config):
 
 
 # ------------------------------------------------------------------------------------ pipeline
-def pipeline_config(config, *, train: bool = True,
-                    batch_size: Optional[int] = None) -> pipeline.PipelineConfig:
+def pipeline_config(config, *, batch_size: Optional[int] = None) -> pipeline.PipelineConfig:
     """The input pipeline of `data` (augmentation only when `data.augment`)."""
     d = config.data
     if d.augment:
@@ -131,7 +130,7 @@ def pipeline_config(config, *, train: bool = True,
 
 def make_train_iterator(config, sources, weights):
     """This process's rows of the mixed, augmented global training batches (resumable state)."""
-    return pipeline.make_train_iterator(sources, weights, pipeline_config(config, train=True),
+    return pipeline.make_train_iterator(sources, weights, pipeline_config(config),
                                         process_index=jax.process_index(),
                                         process_count=jax.process_count())
 
@@ -159,8 +158,7 @@ def eval_iterator(config, source, *, max_examples: Optional[int] = None,
     if max_examples and max_examples < len(source):
         source = Subset(source, max_examples)
     return pipeline.make_eval_iterator(
-        source, pipeline_config(config, train=False,
-                                batch_size=batch_size or config.eval.batch_size),
+        source, pipeline_config(config, batch_size=batch_size or config.eval.batch_size),
         process_index=0, process_count=1)
 
 

@@ -3,7 +3,7 @@
 The readable spine (the shared helpers live in `imphmr_jax.training`, the config wiring in
 `imphmr_jax.experiment`):
 
-    create_train_state(config, model, mesh, tx)    parameters initialised straight into their sharding
+    create_train_state(config, model, mesh, tx)    parameters created straight in their sharding
     make_train_step(...)  -> train_step(state, batch, body) -> (state, metrics)   one jitted step
     make_predict_fn(...)  -> predict(variables, images) -> view-0 outputs        evaluation forward
     train_and_evaluate(config, workdir)             data, loop, logging, checkpoints, evaluation
@@ -191,7 +191,7 @@ def imagination_panels(config, model, variables, source, out_dir, body, num: int
     variables = jax.device_get(variables)
     it = experiment.eval_iterator(config, source, max_examples=num, batch_size=num)
     batch = next(iter(it))
-    phis = np.deg2rad(np.array([0.0, 90.0, 180.0, 270.0], np.float32))
+    phis = np.deg2rad(np.asarray(figures.IMAGINATION_PHIS_DEG, np.float32))
     images = np.asarray(batch["image"])
     out = jax.device_get(make_view_predict_fn(model)(
         variables, jnp.asarray(images), jnp.tile(phis[None], (images.shape[0], 1))))
@@ -257,8 +257,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         eval_src, proto = eval_source
     bodies = experiment.eval_bodies(config)
     predict = make_predict_fn(model, mesh)
-    evaluate = lambda **kw: experiment.evaluate_split(config, predict, state.variables(),
-                                                      eval_src, proto, bodies, mesh, **kw)
+
+    def evaluate(variables, **kw):
+        return experiment.evaluate_split(config, predict, variables, eval_src, proto, bodies,
+                                         mesh, **kw)
 
     body_dev = jax.device_put(body, sharding.replicated(mesh))
     writer = writer_lib.MetricWriter(workdir, enabled=is_main)
@@ -301,7 +303,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
             if done % config.train.checkpoint_every == 0 or done == num_steps:
                 manager.save(done, state, data_iter.get_state())
             if config.train.eval_every and (done % config.train.eval_every == 0):
-                last_eval = evaluate(max_examples=config.eval.periodic_max_examples)
+                last_eval = evaluate(state.variables(),
+                                     max_examples=config.eval.periodic_max_examples)
                 last_eval_step = done
                 writer.write(done, writer_lib.scalar_summary(last_eval), "eval/")
                 best.update(done, state, last_eval["metrics"]["pa_mpjpe"])
@@ -313,13 +316,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         manager.wait()
     if last_eval_step != num_steps:
         # `best/` compares like with like: the periodic evaluation's samples at every candidate.
-        last_eval = evaluate(max_examples=config.eval.periodic_max_examples)
+        last_eval = evaluate(state.variables(), max_examples=config.eval.periodic_max_examples)
         writer.write(num_steps, writer_lib.scalar_summary(last_eval), "eval/")
     best.update(num_steps, state, last_eval["metrics"]["pa_mpjpe"])
     best.wait()
     out_dir = os.path.join(workdir, "eval", proto)
-    final = evaluate(out_dir=out_dir, max_examples=config.eval.max_examples,
-                     max_figures=config.eval.max_figures, progress=is_main and config.train.progress)
+    final = evaluate(state.variables(), out_dir=out_dir, max_examples=config.eval.max_examples,
+                     max_figures=config.eval.max_figures,
+                     progress=is_main and config.train.progress)
     imagination_panels(config, model, state.variables(), eval_src, out_dir, body)
     # Its own curve: the whole split, not the periodic subset (one curve would jump at the end).
     writer.write(num_steps, writer_lib.scalar_summary(final), "final_eval/")
