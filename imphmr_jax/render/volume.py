@@ -104,7 +104,8 @@ class RenderResult(NamedTuple):
 
 
 def integrate(sigma: jax.Array, features: jax.Array, depths: jax.Array, ray_norm=1.0, *,
-              last_delta: float = LAST_DELTA) -> RenderResult:
+              last_delta: float = LAST_DELTA, occupancy: Optional[jax.Array] = None
+              ) -> RenderResult:
     """Numerical volume integration along rays, ImpHMR eq. 4 (spec section 6, GIRAFFE).
 
       delta_j = (d_{j+1} - d_j) ||ray||,  delta_{S-1} = last_delta ||ray||
@@ -144,7 +145,19 @@ def integrate(sigma: jax.Array, features: jax.Array, depths: jax.Array, ray_norm
     # relu as in GIRAFFE's F.relu(sigma); its gradient at exactly 0 is 0 in JAX.
     x = jax.nn.relu(sigma) * delta  # optical depth of each interval, may be +inf
     alpha = -jnp.expm1(-x)
-    log_factor = jnp.logaddexp(-x, jnp.log(jnp.asarray(TRANSMITTANCE_EPS, x.dtype)))
+    log_eps = jnp.log(jnp.asarray(TRANSMITTANCE_EPS, x.dtype))
+    if occupancy is None:
+        log_factor = jnp.logaddexp(-x, log_eps)
+    else:
+        # 1 - w' alpha = (1 - w') + w' exp(-x): a log-sum of two non-negative terms, finite and with
+        # bounded derivatives for w' in [0, 1] and any x (x = inf gives log(1 - w')).
+        # w' is capped just below 1 inside the logs so that log(1 - w') and its derivative stay
+        # finite (a fully opaque sample then leaves 1e-7 of the light instead of 1e-10).
+        w = jnp.clip(jnp.asarray(occupancy, dtype), 0.0, 1.0)
+        alpha = w * alpha
+        log_empty = jnp.log1p(-jnp.minimum(w, 1.0 - 1e-7))
+        log_kept = jnp.log(jnp.maximum(w, 1e-30)) - x
+        log_factor = jnp.logaddexp(jnp.logaddexp(log_empty, log_kept), log_eps)
     log_t = jnp.cumsum(log_factor, axis=-1)
     # Exclusive product: shift right by one instead of subtracting (inf - inf would be NaN).
     log_t = jnp.concatenate([jnp.zeros_like(log_t[..., :1]), log_t[..., :-1]], axis=-1)
