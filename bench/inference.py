@@ -3,8 +3,9 @@
     python bench/inference.py [--batches 1,64] [--iters N] [--resolution 224] [--width 64]
                               [--depth 50] [--skip-torch]
 
-The speed study of the paper (spec section A: 88.8 / 88.4 / 87.1 / 78.2 fps at resolution
-1 / 2 / 4 / 6, RTX 2080Ti, batch 1), on whatever JAX device is the default (CPU here). Rows:
+The speed study of the paper (ImpHMR supplementary Sec. 6.4, docs/evaluation.md#inference-speed:
+88.8 / 88.4 / 87.1 / 78.2 fps at resolution 1 / 2 / 4 / 6, RTX 2080Ti, batch 1), on whatever JAX
+device is the default (CPU here). Rows:
 
   imphmr-mXm   ImpHMR (eval mode, one view at φ = 0, no silhouette decoder) with an m x m
                rendered feature map (32 samples per ray);

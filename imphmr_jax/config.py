@@ -3,8 +3,8 @@
 Experiment files under `configs/imphmr/` start from `default_config()` and override fields; on the
 command line any field can be overridden (`--config.train.batch_size=8`,
 `--config.data.train.coco_eft.weight=0.5`, `--config.train.init.kind=spin`). Values the paper does
-not give are fields with the spec's default (spec/imphmr.md §16). "Not set" is an explicit None
-(typed placeholders, so the command line can still set them), never a sentinel value.
+not give are fields with the project's default (docs/method.md#open-parameters). "Not set" is an
+explicit None (typed placeholders, so the command line can still set them), never a sentinel value.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def default_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.name = "imphmr"
 
-    # ------------------------------------------------------------------ model (spec §1-§10)
+    # ------------------------------------------------------------------ model (docs/method.md)
     m = c.model = ml_collections.ConfigDict()
     m.variant = "imphmr"              # 'imphmr' | 'baseline' (SPIN) | 'ptn' (Baseline-PTN)
     m.backbone_depth = 50             # ResNet 18 / 34 / 50
@@ -50,6 +50,8 @@ def default_config() -> ml_collections.ConfigDict:
     m.use_decoder = True              # geometric guidance branch D
     m.decoder_channels = (256, 128, 64, 32, 1)
     m.ptn_hidden = 64
+    m.aux_keypoints = 0               # 24: auxiliary 2D keypoint heatmap head (not in the paper;
+    m.aux_keypoint_stage = "layer2"   # training signal only), on this encoder map
     m.dtype = "float32"               # 'float32' | 'bfloat16' (compute; params stay float32)
     m.mean_params = placeholder(str)  # SPIN's smpl_mean_params.npz (None = SPIN's default init)
 
@@ -61,7 +63,7 @@ def default_config() -> ml_collections.ConfigDict:
     b.male = placeholder(str)         # gendered bodies for gendered-GT evaluation
     b.female = placeholder(str)
 
-    # ------------------------------------------------------------------ data (spec §12)
+    # ------------------------------------------------------------------ data (docs/training.md)
     d = c.data = ml_collections.ConfigDict()
     d.data_dir = "~/tensorflow_datasets"
     # Training datasets {name: {weight, builder_config}}; with `mixture` set the weights come from
@@ -127,7 +129,8 @@ def default_config() -> ml_collections.ConfigDict:
     t.spike_window = 50
     t.progress = True
 
-    # ------------------------------------------------------------------ loss weights (supp. 6.1)
+    # ------------------------------------------------------------------ loss weights (paper)
+    # docs/method.md#loss-weights
     lw = c.loss = ml_collections.ConfigDict()
     lw.lambda_2d = 300.0
     lw.lambda_3d = 300.0
@@ -135,9 +138,11 @@ def default_config() -> ml_collections.ConfigDict:
     lw.lambda_shape = 0.06
     lw.lambda_silh = 30.0
     lw.lambda_cam = 60.0
+    lw.lambda_aux_2d = 300.0          # the auxiliary keypoint head's 2D loss (model.aux_keypoints)
     lw.use_cam_prior = True
 
-    # ------------------------------------------------------------------ evaluation (spec §14)
+    # ------------------------------------------------------------------ evaluation
+    # docs/evaluation.md#protocols
     e = c.eval = ml_collections.ConfigDict()
     e.datasets = datasets(synthetic_humans=dict(split="test"))  # {name: {split, builder_config}}
     e.protocol = placeholder(str)     # None = the dataset's own protocol

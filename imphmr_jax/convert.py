@@ -1,6 +1,6 @@
 """PyTorch weights -> Flax variables: torchvision ResNets and SPIN's HMR checkpoint.
 
-Rules (flax guide `convert_pytorch_to_flax`, spec jax_ecosystem section 4): conv OIHW -> HWIO,
+Rules (flax guide `convert_pytorch_to_flax`; docs/training.md#pytorch-weights): conv OIHW -> HWIO,
 linear (out, in) -> (in, out), BatchNorm weight/bias -> params scale/bias, running_mean/var ->
 batch_stats mean/var, num_batches_tracked dropped. Everything here works on numpy arrays; torch is
 imported only by `load_torch_file`, so a user without torch converts once elsewhere with
@@ -11,8 +11,8 @@ and loads the result with `load_npz`. Missing and unexpected keys are reported b
 """
 import argparse
 import os
-import sys
 import tempfile
+import zipfile
 from typing import Mapping, Optional, Sequence
 
 import jax
@@ -130,7 +130,13 @@ def _finish(report: dict, strict: bool, what: str) -> None:
             lines.append(f"missing keys ({len(report['missing'])}): {report['missing']}")
         if report["unexpected"]:
             lines.append(f"unexpected keys ({len(report['unexpected'])}): {report['unexpected']}")
-        lines.append("(pass strict=False to convert anyway and get these lists in a report)")
+        if not report["converted"]:
+            found = sorted(set(report["unexpected"]) | set(report.get("ignored", [])))
+            lines = [f"{what}: none of the {len(report['missing'])} keys of this layout is in the "
+                     f"file (its keys: {found[:8]}{' ...' if len(found) > 8 else ''}); is it the "
+                     "right file and --kind?"]
+        lines.append("(pass strict=False / --non-strict to convert anyway and get these lists in "
+                     "a report)")
         raise ValueError("\n".join(lines))
 
 
@@ -261,7 +267,11 @@ def load_torch_file(path) -> dict:
         raise ImportError(f"reading {path} needs torch; convert it once on a machine with torch "
                           "(python -m imphmr_jax.convert ... --out FILE.npz) and load the npz "
                           "with imphmr_jax.convert.load_npz") from e
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many types for a file it cannot read
+        raise ValueError(f"{path}: cannot read as a PyTorch checkpoint (torch.load: "
+                         f"{type(e).__name__}: {e})") from e
     if not isinstance(obj, Mapping):
         raise ValueError(f"{path}: expected a state dict (a mapping of names to tensors), got "
                          f"{type(obj).__name__}")
@@ -286,15 +296,29 @@ def save_npz(path, tree: Mapping) -> None:
         raise
 
 
-def load_npz(path) -> dict:
-    """Inverse of `save_npz`: a nested dict of numpy arrays."""
+def read_npz(path, expected: str) -> dict:
+    """{key: array} of an .npz file. FileNotFoundError if missing; an InputError (a ValueError)
+    naming the file and `expected` (what it should hold) if it is not a readable .npz."""
+    from imphmr_jax.cli import InputError
     path = os.fspath(path)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"converted weights file not found: {path}")
+        raise FileNotFoundError(f"file not found: {path} (expected {expected})")
+    if os.path.isdir(path) or not zipfile.is_zipfile(path):
+        raise InputError(f"{path} is not an .npz file (not a zip archive); expected {expected}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+    except Exception as e:  # noqa: BLE001 - numpy/zipfile raise many types for a damaged file
+        raise InputError(f"{path}: cannot read as an .npz file ({type(e).__name__}: {e}); "
+                         f"expected {expected}") from e
+
+
+def load_npz(path) -> dict:
+    """Inverse of `save_npz`: a nested dict of numpy arrays (errors as `read_npz`)."""
     tree = {}
-    with np.load(path, allow_pickle=False) as data:
-        for key in data.files:
-            _set(tree, key.split("/"), data[key])
+    for key, value in read_npz(path, "converted weights (written by python -m "
+                               "imphmr_jax.convert)").items():
+        _set(tree, key.split("/"), value)
     return tree
 
 
@@ -314,15 +338,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         return _run(args)
-    except (FileNotFoundError, ImportError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (FileNotFoundError, ImportError, ValueError) as e:  # all about the input file
+        from imphmr_jax import cli
+        if cli.debug_enabled():
+            raise
+        cli.report(e)  # one line: "error: <message>"
         return 1
 
 
 def _run(args) -> int:
     if args.torch.endswith(".npz"):
-        with np.load(args.torch, allow_pickle=False) as data:
-            state = _unwrap({k: data[k] for k in data.files})
+        state = _unwrap(read_npz(args.torch, "PyTorch weights (a state dict saved with np.savez)"))
     else:
         state = load_torch_file(args.torch)
     strict = not args.non_strict
@@ -348,4 +374,5 @@ def _run(args) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from imphmr_jax import cli
+    cli.run(main)

@@ -20,13 +20,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import sys
 import time
 
 import jax
 import numpy as np
 
 from imphmr_jax import evaluation, experiment
+from imphmr_jax.cli import expand_path
 from imphmr_jax.config import synthetic_config
 from imphmr_jax.train import train_and_evaluate
 from imphmr_jax.training import startup
@@ -67,15 +67,41 @@ def format_table(rows) -> str:
     return "\n".join(lines)
 
 
+TRAIN_TIME_FILE = "train_time.json"  # in <workdir>/train, next to metrics.jsonl
+
+
+def training_time(train_dir: str, elapsed: float, result: dict) -> float:
+    """Seconds the job's training took (build + train + final evaluation), kept across re-runs in
+    `train_dir/train_time.json`: a run that trained steps adds its time to the stored total, a
+    re-run that only resumed a finished training (and evaluated again) keeps the stored total.
+    (The file is written when a run finishes: the time of a run that was killed is not counted.)"""
+    path = os.path.join(train_dir, TRAIN_TIME_FILE)
+    stored = None
+    try:
+        with open(path) as f:
+            stored = float(json.load(f)["train_seconds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # none yet (or unreadable): this run's time
+    trained_steps = int(result["step"]) - int(result.get("start_step", 0))
+    if stored is not None and trained_steps <= 0:
+        return stored
+    total = (stored or 0.0) + elapsed
+    if jax.process_index() == 0:
+        with open(path + ".tmp", "w") as f:
+            json.dump({"train_seconds": total, "steps": int(result["step"])}, f)
+        os.replace(path + ".tmp", path)
+    return total
+
+
 def run(config, workdir: str) -> dict:
     """Build, train, evaluate and compare; returns dict(trained, baseline, improvement, passed)."""
-    workdir = os.path.abspath(os.path.expanduser(workdir))
+    workdir = os.path.abspath(expand_path(workdir))
     if config.data.data_dir == "out/default/data":  # the config's default: inside workdir
         config.data.data_dir = os.path.join(workdir, "data")
     t0 = time.time()
     result = train_and_evaluate(config, os.path.join(workdir, "train"))
     trained = result["eval"]
-    t_train = time.time() - t0
+    t_train = training_time(os.path.join(workdir, "train"), time.time() - t0, result)
 
     # The mean-pose baseline on the same split, through the same evaluation code.
     entry = experiment.eval_entries(config)[0]
@@ -124,11 +150,18 @@ def main(argv):
     return 0 if (summary["passed"] or not flags.FLAGS.strict) else 1
 
 
-if __name__ == "__main__":
-    from absl import app, flags
+def _define_flags():
+    from absl import flags
     from ml_collections import config_flags
-    config_flags.DEFINE_config_dict("config", synthetic_config(), "the job's config")
+    from imphmr_jax import cli
+    config = synthetic_config()
+    cli.check_argv_overrides("config", config)
+    config_flags.DEFINE_config_dict("config", config, "the job's config")
     flags.DEFINE_string("workdir", "out/default", "output directory")
     flags.DEFINE_bool("strict", False, "exit with status 1 when the trained model's PA-MPJPE is "
                       "not at least 30% below the mean-pose baseline")
-    app.run(lambda argv: sys.exit(main(argv)))
+
+
+if __name__ == "__main__":
+    from imphmr_jax import cli
+    cli.run_absl(main, required=("workdir",), define_flags=_define_flags)

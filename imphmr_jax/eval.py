@@ -3,11 +3,11 @@
 Evaluates a trained run (its best checkpoint by PA-MPJPE, or `--checkpoint latest|STEP`) or weights
 converted from PyTorch (`--weights spin.npz` from `python -m imphmr_jax.convert --kind spin`) on the
 datasets of `config.eval.datasets` or `--dataset NAME[/builder_config][:split]`, with the protocols
-of spec §14 (`imphmr_jax.evaluation.PROTOCOLS`; `--protocol` overrides). Writes, per dataset, to
-DIR/eval/<protocol>/: summary.json, per_sample.jsonl, mesh overlays, the multi-view imagination
-panel (φ = 0°, 90°, 180°, 270°), and ESV (supp. 6.3) over `--esv_samples` images for the variants
-that render views. The ground-truth body choice (neutral vs gendered, `--gendered_gt`) is printed
-and stored in the summary.
+of docs/evaluation.md#protocols (`imphmr_jax.evaluation.PROTOCOLS`; `--protocol` overrides). Writes,
+per dataset, to DIR/eval/<protocol>/: summary.json, per_sample.jsonl, mesh overlays, the multi-view
+imagination panel (φ = 0°, 90°, 180°, 270°), and ESV (docs/evaluation.md#esv) over `--esv_samples`
+images for the variants that render views. The ground-truth body choice (neutral vs gendered,
+`--gendered_gt`) is printed and stored in the summary.
 """
 from __future__ import annotations
 
@@ -20,8 +20,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from imphmr_jax import experiment, metrics
+from imphmr_jax.cli import InputError, UnknownNameError, expand_path
+from imphmr_jax.evaluation import PROTOCOLS
 from imphmr_jax.models.build import build_model
-from imphmr_jax.pretrained import variables_from_converted
+from imphmr_jax.pretrained import load_converted, variables_from_converted
 from imphmr_jax.train import imagination_panels, make_predict_fn, uses_views
 from imphmr_jax.training import sharding, startup
 from imphmr_jax.training.checkpoint import load_variables
@@ -44,9 +46,22 @@ def evaluate_run(config, workdir: str, *, dataset: Optional[str] = None,
                  protocol: Optional[str] = None, max_examples: Optional[int] = None,
                  esv_samples: int = 8, max_figures: Optional[int] = None) -> dict:
     """Evaluate and write results; returns {protocol: summary}."""
-    workdir = os.path.abspath(os.path.expanduser(workdir))
+    workdir = os.path.abspath(expand_path(workdir))
+    # Every input is checked before the model is built or anything is written: the weights file,
+    # the datasets and protocols, then the checkpoint.
+    tree = None
     if weights:
-        model, variables = variables_from_converted(config, weights)
+        weights = expand_path(weights)
+        tree = load_converted(weights)
+    if not weights and str(which) not in ("best", "latest") and not str(which).isdigit():
+        raise InputError(f"checkpoint must be 'best', 'latest' or a step number, got {which!r}")
+    if protocol and protocol not in PROTOCOLS:
+        raise UnknownNameError(f"unknown protocol {protocol!r}; known: {sorted(PROTOCOLS)}")
+    entries = [experiment.parse_dataset(dataset)] if dataset else experiment.eval_entries(config)
+    sources = [(entry, experiment.open_source(config, entry, build_if_missing=False),
+                protocol or experiment.protocol_name(config, entry.name)) for entry in entries]
+    if weights:
+        model, variables = variables_from_converted(config, weights, tree=tree)
         source_desc = f"converted weights {weights}"
     else:
         model = build_model(config.model)
@@ -56,11 +71,8 @@ def evaluate_run(config, workdir: str, *, dataset: Optional[str] = None,
     predict = make_predict_fn(model, mesh)
     bodies = experiment.eval_bodies(config)
     body = bodies["neutral"]
-    entries = [experiment.parse_dataset(dataset)] if dataset else experiment.eval_entries(config)
     results = {}
-    for entry in entries:
-        src = experiment.open_source(config, entry, build_if_missing=False)
-        proto = protocol or experiment.protocol_name(config, entry.name)
+    for entry, src, proto in sources:
         out_dir = os.path.join(workdir, "eval", proto)
         gt = "gendered" if config.eval.gendered_gt else "neutral"
         print(f"evaluating {source_desc} on {entry.name}:{entry.split} ({len(src)} samples), "
@@ -105,7 +117,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from absl import app, flags
+    from absl import flags
     from ml_collections import config_flags
     config_flags.DEFINE_config_file("config", None, "experiment config file", lock_config=True)
     flags.DEFINE_string("workdir", None, "training workdir (checkpoints) and output directory")
@@ -115,5 +127,5 @@ if __name__ == "__main__":
     flags.DEFINE_string("protocol", "", "override the dataset's evaluation protocol")
     flags.DEFINE_integer("max_examples", -1, "evaluate only the first N samples (-1: config)")
     flags.DEFINE_integer("esv_samples", 8, "images for ESV (0 = skip)")
-    flags.mark_flags_as_required(["config", "workdir"])
-    app.run(main)
+    from imphmr_jax import cli
+    cli.run_absl(main, required=("config", "workdir"))

@@ -1,4 +1,6 @@
-"""Evaluation protocols (spec §14) as data, a jit-able per-batch evaluator and an evaluation loop.
+"""Evaluation protocols as data, a jit-able per-batch evaluator and an evaluation loop.
+
+The protocols, metrics and their sources are described in docs/evaluation.md#protocols.
 
 Conventions (SPIN `eval.py`, PARE `eval_utils` / `compute_error`; the joint rows and pelvis
 indices named below are `smpl_jax.joint_sets` constants):

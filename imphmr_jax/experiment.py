@@ -19,6 +19,7 @@ import numpy as np
 
 import smpl_jax
 from imphmr_jax import evaluation
+from imphmr_jax.cli import ConfigError, InputError, expand_path
 from imphmr_jax.data import augment, builders, pipeline, pose_sampler
 from imphmr_jax.training import sharding as sharding_lib
 from imphmr_jax.training import startup
@@ -58,12 +59,13 @@ def parse_dataset(spec: str) -> DatasetEntry:
     name, _, split = spec.strip().partition(":")
     name, _, builder_config = name.partition("/")
     if not name.strip():
-        raise ValueError(f"dataset must be NAME[/builder_config][:split], got {spec!r}")
+        raise InputError(f"dataset must be NAME[/builder_config][:split], got {spec!r}")
     return DatasetEntry(name.strip(), split.strip() or "test", builder_config.strip() or None)
 
 
 def data_dir(config) -> str:
-    return os.path.expanduser(config.data.data_dir)
+    """`data.data_dir` with `~` and $VARS expanded."""
+    return expand_path(config.data.data_dir)
 
 
 def synthetic_options(config) -> dict:
@@ -76,7 +78,7 @@ def synthetic_options(config) -> dict:
         weights = dict(s.pose_weights)
         unknown = sorted(set(weights) - set(pose_sampler.FAMILIES))
         if unknown:
-            raise ValueError(f"data.synthetic.pose_weights has unknown families {unknown}; "
+            raise ConfigError(f"data.synthetic.pose_weights has unknown families {unknown}; "
                              f"known: {list(pose_sampler.FAMILIES)}")
         out["pose_weights"] = tuple((f, float(weights[f])) for f in pose_sampler.FAMILIES
                                     if f in weights)
@@ -188,10 +190,13 @@ def eval_bodies(config) -> dict:
 def protocol_name(config, dataset: str) -> str:
     """`eval.protocol` when set, else the dataset's own protocol."""
     if config.eval.protocol:
+        if config.eval.protocol not in evaluation.PROTOCOLS:
+            raise ConfigError(f"eval.protocol {config.eval.protocol!r} is not a protocol; known: "
+                              f"{sorted(evaluation.PROTOCOLS)}")
         return config.eval.protocol
     proto = _PROTOCOL_ALIASES.get(dataset, dataset)
     if proto not in evaluation.PROTOCOLS:
-        raise ValueError(f"no evaluation protocol for dataset {dataset!r}; known: "
+        raise ConfigError(f"no evaluation protocol for dataset {dataset!r}; known: "
                          f"{sorted(evaluation.PROTOCOLS)} (set eval.protocol)")
     return proto
 

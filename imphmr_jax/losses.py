@@ -1,4 +1,6 @@
-"""ImpHMR's training objective (Sec. 3.4 eq. 5-7, supp. 6.1; spec §9-§11): L_reg, L_imag, L_cons.
+"""ImpHMR's training objective (Sec. 3.4 eq. 5-7, supplementary 6.1): L_reg, L_imag, L_cons.
+
+Described in docs/method.md#losses (weights, normalisation, views, camera prior).
 
     L_all = L_reg (view 0) + L_imag (view φ, 3D labels) + L_cons (two views, 2D labels only)
 
@@ -17,11 +19,11 @@ Predictions for one view are dicts with rotmat (B, 24, 3, 3), betas (B, 10), cam
 and optionally silhouette_logits (B, S, S) — i.e. `ImpHMR` outputs sliced at one view
 (`select_view(outputs, v)`).
 
-Normalisation (SPIN:train/trainer.py, spec §11.1). SPIN's losses are `mean`s: each term divides
-by ALL elements of the samples it looks at, zero-confidence joints included, e.g. the 2D term is
-Σ conf·(x̂ − x)² / (B·49·2). Per-sample masks (has_smpl, has_pose_3d) select samples as SPIN's
-`[has_smpl == 1]` indexing does: the mean is over the selected samples only (n_selected·24·9 for
-the pose term). A mask that selects nothing gives exactly 0 and a zero gradient (SPIN returns a
+Normalisation (SPIN:train/trainer.py; docs/method.md#normalisation). SPIN's losses are `mean`s: each
+term divides by ALL elements of the samples it looks at, zero-confidence joints included, e.g. the
+2D term is Σ conf·(x̂ − x)² / (B·49·2). Per-sample masks (has_smpl, has_pose_3d) select samples as
+SPIN's `[has_smpl == 1]` indexing does: the mean is over the selected samples only (n_selected·24·9
+for the pose term). A mask that selects nothing gives exactly 0 and a zero gradient (SPIN returns a
 constant 0). Masked-out samples never enter the value, so their labels may be anything finite.
 
 Joints from a prediction: `smpl_jax.forward(body, rotmat, betas, extra_joints=('spin49',))`, the
@@ -35,11 +37,11 @@ Views (the sign convention of `geometry.views`: targets for the view rendered at
     GT 3D joints rotated about the pelvis, silhouette of the GT mesh rotated about the root joint.
     No 2D term (there are no 2D labels for an unseen view) and no camera term.
   * L_cons between views 1 and 2 when three views are given (two independent random views, as the
-    paper's φ1, φ2 ~ U[0, 2π]), otherwise between views 0 and 1 (spec §11.2's two-view reading).
+    paper's φ1, φ2 ~ U[0, 2π]), otherwise between views 0 and 1 (docs/method.md#views-and-labels).
 Whether each sample gets L_imag or L_cons follows its labels: L_imag's pose/shape/silhouette terms
 use has_smpl, its joint term has_pose_3d; L_cons uses the samples with neither label.
 
-The camera prior 60·mean(exp(−10 s)²) is SPIN's (not in the paper; spec §11.2 keeps it, on by
+The camera prior 60·mean(exp(−10 s)²) is SPIN's (not in the paper; kept, on by
 default, since the regressor is SPIN's); it is applied to view 0 only and to every sample.
 """
 from __future__ import annotations
@@ -63,9 +65,11 @@ from smpl_jax.rotations import axis_angle_to_matrix
 
 @dataclasses.dataclass(frozen=True)
 class LossWeights:
-    """The paper's λ (supp. 6.1) = SPIN's 60·(5, 5, 1, 0.001) plus SPIN's camera prior weight.
+    """The paper's λ (supplementary 6.1) = SPIN's 60·(5, 5, 1, 0.001) plus SPIN's camera prior
+    weight (docs/method.md#loss-weights).
 
-    lambda_cam / use_cam_prior: SPIN's camera-scale prior, not named by the paper (spec §11.2).
+    lambda_cam / use_cam_prior: SPIN's camera-scale prior, not named by the paper
+    (docs/method.md#camera-prior).
     """
 
     lambda_2d: float = 300.0
@@ -133,6 +137,21 @@ def keypoint_2d_loss(pred_kp, gt_kp, openpose_weight=0.0, gt_weight=1.0, mask=No
     return _masked_mean(err, mask)
 
 
+def aux_keypoint_loss(pred_kp, gt_kp):
+    """The auxiliary 2D head's term: mean(conf·(x̂ − x)²) against the LAST K keypoints of gt_kp
+    (K = 24: SPIN's 24 ground-truth joints; K = 49: all, OpenPose ones included).
+
+    pred_kp: (B, K, 2); gt_kp: (B, 49, 3) [x, y, conf] in normalised crop coordinates.
+    """
+    k = pred_kp.shape[-2]
+    if k > gt_kp.shape[-2]:
+        raise ValueError(f"{k} auxiliary keypoints but the labels have {gt_kp.shape[-2]}")
+    gt = gt_kp[..., -k:, :]
+    conf = gt[..., 2:]
+    err = jnp.where(conf > 0, conf * jnp.square(pred_kp - gt[..., :2]), 0.0)
+    return jnp.mean(err)
+
+
 def keypoint_3d_loss(pred_joints24, gt_joints, mask):
     """SPIN's 3D term: mean(conf·(Ĵ − J)²) over the selected samples' 24·3 elements.
 
@@ -174,7 +193,8 @@ def camera_prior(cam):
 
 def silhouette_loss(logits, gt_silhouette, mask):
     """Geometric guidance term: BCE with logits vs a binary mask, mean over the selected samples'
-    S·S pixels (spec §10 [INF]: BCE). logits, gt_silhouette: (B, S, S); mask (B,)."""
+    S·S pixels (BCE is the project's choice [INF], docs/method.md#geometric-guidance-d).
+    logits, gt_silhouette: (B, S, S); mask (B,)."""
     bce = optax.sigmoid_binary_cross_entropy(logits.astype(jnp.float32),
                                              gt_silhouette.astype(jnp.float32))
     return _masked_mean(bce, mask)
@@ -236,7 +256,8 @@ def silhouette_intrinsics(size):
 
 def gt_silhouettes(body, pose, betas, cam_t, phi, size=128, *, max_tiles: int,
                    return_overflow: bool = False):
-    """Ground-truth silhouettes Ŝ at view φ (Sec. 3.3 Fig. 5; spec §10), jit-able.
+    """Ground-truth silhouettes Ŝ at view φ (Sec. 3.3 Fig. 5; docs/method.md#geometric-guidance-d),
+    jit-able.
 
     The GT SMPL (axis-angle -> matrices) is posed, its vertices rotated by R_y(φ) about the root
     joint (`views.rotate_points`), translated by the GT camera translation and rasterized with

@@ -1,4 +1,5 @@
-"""Evaluation metrics: MPJPE, PA-MPJPE, PVE (spec §14, per-sample mm) and ESV (supp. 6.3).
+"""Evaluation metrics: MPJPE, PA-MPJPE, PVE (per-sample mm) and ESV (docs/evaluation.md#metrics,
+docs/evaluation.md#esv; ImpHMR supplementary Sec. 6.3).
 
 ESV, the Entanglement between Shape and Viewing direction: for one image, infer β_φ from every
 azimuth φ = 0°, 1°, ..., 359°; σ_i is the (population, 1/360) standard deviation of coefficient i
@@ -27,7 +28,7 @@ def esv(betas_over_phi):
 
 
 def esv_phis(num_views=ESV_NUM_VIEWS):
-    """(num_views,) azimuths in radians, 0°, 1°, ... (the sweep of supp. 6.3)."""
+    """(num_views,) azimuths in radians, 0°, 1°, ... (the paper's ESV sweep)."""
     return jnp.deg2rad(jnp.arange(num_views, dtype=jnp.float32))
 
 
@@ -54,9 +55,9 @@ def esv_of_model(betas_fn, images, chunk_size=60, num_views=ESV_NUM_VIEWS):
 
 
 # ============================================================================ joint / vertex errors
-# MPJPE, PA-MPJPE and PVE (spec §14). Inputs are metres, outputs per-sample millimetres. None of
-# these functions aligns a root: the evaluation protocols (`imphmr_jax.evaluation`) subtract the
-# pelvis the way SPIN/PARE do before calling them.
+# MPJPE, PA-MPJPE and PVE (docs/evaluation.md#metrics). Inputs are metres, outputs per-sample
+# millimetres. None of these functions aligns a root: the evaluation protocols
+# (`imphmr_jax.evaluation`) subtract the pelvis the way SPIN/PARE do before calling them.
 
 M_TO_MM = 1000.0
 # Guard for a sample whose mask selects no joint: means divide by its weight sum, 0.

@@ -37,6 +37,7 @@ import ml_collections
 import numpy as np
 
 from imphmr_jax import experiment, figures, losses
+from imphmr_jax.cli import ConfigError, expand_path
 from imphmr_jax.models.build import build_model, init_variables
 from imphmr_jax.pretrained import with_pretrained
 from imphmr_jax.training import checkpoint as ckpt_lib
@@ -71,7 +72,7 @@ def create_train_state(config, model, mesh, tx, *, img_res: Optional[int] = None
     init = config.train.init
     if init.kind:
         if not init.path:
-            raise ValueError(f"train.init.kind is {init.kind!r} but train.init.path is not set")
+            raise ConfigError(f"train.init.kind is {init.kind!r} but train.init.path is not set")
         state = state_lib.replace_variables(
             state, with_pretrained(state.trained_variables(), init.kind, init.path), tx, mesh)
     return state, shardings
@@ -144,6 +145,11 @@ def make_train_step(config, model, tx, mesh, state_shardings, *, silhouette_tile
             else:
                 loss, terms = losses.L_reg(losses.select_view(outputs, 0), batch, body, weights)
                 terms = dict(terms, L_reg=loss, L_all=loss)
+            if "aux_keypoints" in outputs:
+                # The auxiliary head sees only the input view: the same 2D targets as L_reg.
+                aux = losses.aux_keypoint_loss(outputs["aux_keypoints"], batch["keypoints_2d"])
+                terms = dict(terms, L_aux_2d=aux)
+                loss = loss + config.loss.lambda_aux_2d * aux
             return loss, (terms, new_vars["batch_stats"])
 
         (loss, (terms, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
@@ -212,19 +218,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        sources=None, eval_source=None,
                        step_hook: Optional[Callable[[int], None]] = None) -> dict:
     """Train `config` in `workdir` (resuming from its latest checkpoint), evaluate, return a dict
-    with the final state, the last evaluation summary and the step.
+    with the final state, the last evaluation summary, the step and the step this run started
+    from (`start_step`; equal to `step` when the run only resumed a finished training).
 
     sources: optional [(source, weight)] instead of config.data.train (tests, notebooks);
     eval_source: optional (source, protocol_name) instead of the first of config.eval.datasets.
     step_hook: called with the step number after every step (tests use it to simulate a kill).
     """
-    workdir = os.path.abspath(os.path.expanduser(workdir))
-    os.makedirs(workdir, exist_ok=True)
-    startup.check_shared_workdir(workdir)
+    workdir = os.path.abspath(expand_path(workdir))
     is_main = jax.process_index() == 0
-    if is_main:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=2))
+    # The inputs (body, pre-trained weights, datasets) are opened before anything is written, so
+    # that a mistake in them leaves no workdir behind.
     mesh = sharding.make_mesh()
     sharding.check_batch_divisible(config.train.batch_size, mesh)
     model = build_model(config.model)
@@ -236,7 +240,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         srcs, weights = experiment.train_sources(config)
     else:
         srcs, weights = [s for s, _ in sources], [w for _, w in sources]
+    if eval_source is None:
+        entry = experiment.eval_entries(config)[0]
+        eval_src = experiment.open_source(config, entry)
+        proto = experiment.protocol_name(config, entry.name)
+    else:
+        eval_src, proto = eval_source
     data_iter = experiment.make_train_iterator(config, srcs, weights)
+
+    os.makedirs(workdir, exist_ok=True)
+    startup.check_shared_workdir(workdir)
+    if is_main:
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort(indent=2))
 
     manager = ckpt_lib.CheckpointManager(os.path.join(workdir, "checkpoints"),
                                          max_to_keep=config.train.keep_checkpoints)
@@ -249,12 +265,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
             print(f"resumed from step {at} in {workdir}/checkpoints")
     start = int(jax.device_get(state.step))
 
-    if eval_source is None:
-        entry = experiment.eval_entries(config)[0]
-        eval_src = experiment.open_source(config, entry)
-        proto = experiment.protocol_name(config, entry.name)
-    else:
-        eval_src, proto = eval_source
     bodies = experiment.eval_bodies(config)
     predict = make_predict_fn(model, mesh)
 
@@ -330,7 +340,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     writer.close()
     if is_main:
         writer_lib.write_loss_curves(writer.path, os.path.join(workdir, "loss_curves.png"))
-    return {"state": state, "eval": final, "step": num_steps}
+    return {"state": state, "eval": final, "step": num_steps, "start_step": start}
 
 
 # ------------------------------------------------------------------------------------- CLI
@@ -346,12 +356,12 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from absl import app, flags
+    from absl import flags
     from ml_collections import config_flags
     config_flags.DEFINE_config_file("config", None, "experiment config file", lock_config=True)
     flags.DEFINE_string("workdir", None, "directory for checkpoints, metrics and figures")
     flags.DEFINE_string("coordinator", "", "jax.distributed coordinator host:port (multi-process)")
     flags.DEFINE_integer("num_processes", 0, "number of processes (with --coordinator)")
     flags.DEFINE_integer("process_id", -1, "this process's id (with --coordinator)")
-    flags.mark_flags_as_required(["config", "workdir"])
-    app.run(main)
+    from imphmr_jax import cli
+    cli.run_absl(main, required=("config", "workdir"))

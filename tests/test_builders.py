@@ -134,7 +134,7 @@ def test_gender_bytes_array_and_missing_key_defaults(tmp_path):
     root, data = str(tmp_path / "m"), str(tmp_path / "d")
     # bytes gender array (dtype S1): b'm' must be male
     _write_split(root, "3dpw_test.npz", n=3, gender=np.array([b"m", b"f", b"m"], dtype="S1"))
-    # minimal file: only the required keys -> spec §12 defaults
+    # minimal file: only the required keys -> the defaults of docs/datasets.md#npz-keys
     _write_split(root, "3dpw_train.npz", n=2, full=False, seed=3)
     builders.build("pw3d", data, manual_dir=root, progress=False)
     test = [builders.load_source("pw3d", "test", data)[i] for i in range(3)]
@@ -423,7 +423,7 @@ def test_cli_builds_and_rejects_wrong_options(tmp_path, capsys):
     assert '"written": 2' in capsys.readouterr().out
     src = builders.load_source("mpii_eft", "train", data)
     assert len(src) == 2 and src[0]["image"][:2] == b"\xff\xd8"
-    with pytest.raises(SystemExit, match="--num_train"):
+    with pytest.raises(ValueError, match="--num_train"):  # an InputError: one line from the CLI
         cli.main(["--dataset", "mpii_eft", "--data_dir", data, "--num_train", "3"])
 
 

@@ -53,7 +53,8 @@ def test_mesh_overlay_grid(body, mean_mesh):
                     np.float32)
     verts = np.repeat(mean_mesh[None], n, 0)
     path = os.path.join(OUT, "overlay_grid.png")
-    grid = figures.mesh_overlay_grid(images, verts, np.asarray(body.faces), cams, path, ncols=2)
+    grid = figures.mesh_overlay_grid(images, verts, np.asarray(body.faces), cams, path, ncols=2,
+                                     tile=RES, gap=0, labels=False)  # the plain grid
     png = _read(path)
     np.testing.assert_array_equal(png, grid)
     assert png.shape == (2 * RES, 2 * 2 * RES, 3)  # 2 rows of 2 (crop | overlay) pairs
@@ -91,6 +92,41 @@ def test_mesh_overlay_grid(body, mean_mesh):
         assert over[changed].mean() > crop[changed].mean() + 40  # the light-blue body is drawn
     with pytest.raises(ValueError, match="square"):
         figures.spin_camera(cams, 32, 40)
+
+
+def test_mesh_overlay_grid_is_readable(body, mean_mesh):
+    """The default sheet: 64-px crops drawn at 192 px (the mesh rendered at that size, not
+    upsampled), 8-px gaps, a label strip above each pair."""
+    n, rng = 3, np.random.default_rng(4)
+    images = rng.integers(40, 90, size=(n, RES, RES, 3)).astype(np.uint8)
+    cams = np.array([[0.9, 0.0, 0.0], [0.7, 0.1, -0.1], [1.1, -0.1, 0.05]], np.float32)
+    verts = np.repeat(mean_mesh[None], n, 0)
+    labels = figures.overlay_labels([5, 17, 40], [81.25, float("nan"), 102.0])
+    assert labels == ["#5  PA-MPJPE 81.2 mm", "#17  PA-MPJPE n/a", "#40  PA-MPJPE 102.0 mm"]
+    path = os.path.join(OUT, "overlay_grid_readable.png")
+    sheet = figures.mesh_overlay_grid(images, verts, np.asarray(body.faces), cams, path, ncols=2,
+                                      labels=labels)
+    np.testing.assert_array_equal(_read(path), sheet)
+    tile, gap = figures.readable_tile(RES), figures.SHEET_GAP
+    assert tile == 192 and figures.readable_tile(224) == 224
+    strip = figures.label_size(tile) + 8
+    pair_w = 2 * tile + gap // 4
+    assert sheet.shape == (gap + 2 * (strip + tile + gap), gap + 2 * (pair_w + gap), 3)
+    for i in range(n):
+        r, c = divmod(i, 2)
+        y0, x0 = gap + r * (strip + tile + gap), gap + c * (pair_w + gap)
+        label = sheet[y0:y0 + strip, x0:x0 + pair_w]
+        assert (label < 128).any(), i  # dark text on the white strip
+        crop = sheet[y0 + strip:y0 + strip + tile, x0:x0 + tile]
+        over = sheet[y0 + strip:y0 + strip + tile, x0 + tile + gap // 4:x0 + pair_w]
+        np.testing.assert_array_equal(crop, figures.resize_image(images[i], tile, tile))
+        changed = np.any(over != crop, axis=-1)
+        # Rendered at 192 px: the body's outline is not a staircase of 3x3 blocks.
+        blocks = changed.reshape(64, 3, 64, 3).transpose(0, 2, 1, 3).reshape(64, 64, 9)
+        assert changed.mean() > 0.05 and (blocks.any(-1) & ~blocks.all(-1)).sum() > 20, i
+        if c == 0:  # the gap to the right of the first pair is white
+            np.testing.assert_array_equal(sheet[y0:y0 + strip + tile, x0 + pair_w:x0 + pair_w + gap],
+                                          255)
 
 
 def test_imagination_panel(body, mean_mesh):

@@ -310,3 +310,30 @@ def test_camera_prior_is_spins_for_positive_scales_and_linear_below_zero():
     # Continuous value and slope at s = 0.
     g = jax.grad(lambda x: losses.camera_prior(jnp.array([[x, 0.0, 0.0]])))
     np.testing.assert_allclose([g(1e-4), g(-1e-4)], [-20.0, -20.0], rtol=3e-3)
+
+
+def test_aux_keypoint_loss_uses_the_last_k_labels():
+    """K = 24 predictions are compared with the 24 ground-truth joints (the last 24 of SPIN's 49),
+    weighted by their confidence; a direct numpy formula."""
+    rng = np.random.default_rng(0)
+    pred = rng.uniform(-1, 1, (3, 24, 2)).astype(np.float32)
+    gt = rng.uniform(-1, 1, (3, 49, 3)).astype(np.float32)
+    gt[..., 2] = rng.integers(0, 2, (3, 49))
+    got = float(losses.aux_keypoint_loss(jnp.asarray(pred), jnp.asarray(gt)))
+    want = np.mean(gt[:, 25:, 2:] * (pred - gt[:, 25:, :2]) ** 2)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    with pytest.raises(ValueError, match="50 auxiliary"):
+        losses.aux_keypoint_loss(jnp.zeros((1, 50, 2)), jnp.asarray(gt))
+
+
+def test_soft_argmax_2d_of_a_peaked_map_is_the_pixel_centre():
+    from imphmr_jax.models.imphmr import soft_argmax_2d
+    maps = np.full((2, 8, 16, 2), -1e4, np.float32)
+    maps[0, 2, 5, 0] = maps[1, 7, 15, 1] = 0.0
+    maps[0, :, :, 1] = 0.0  # uniform: the image centre
+    maps[1, 0, 0, 0] = 0.0
+    out = np.asarray(soft_argmax_2d(jnp.asarray(maps)))
+    np.testing.assert_allclose(out[0, 0], [5.5 / 16 * 2 - 1, 2.5 / 8 * 2 - 1], atol=1e-6)
+    np.testing.assert_allclose(out[0, 1], [0.0, 0.0], atol=1e-6)
+    np.testing.assert_allclose(out[1, 1], [15.5 / 16 * 2 - 1, 7.5 / 8 * 2 - 1], atol=1e-6)
+    np.testing.assert_allclose(out[1, 0], [0.5 / 16 * 2 - 1, 0.5 / 8 * 2 - 1], atol=1e-6)

@@ -30,7 +30,8 @@ def _scalar_loss(sigma, features, depths, ray_norm=1.0):
 
 
 def _giraffe_numpy(sigma, features, depths, ray_norm, last_delta=1e10):
-    """Spec section 6 written out like GIRAFFE's `calc_volume_weights`, in float64 numpy."""
+    """Eq. 4 (docs/method.md#volume-rendering) written out like GIRAFFE's `calc_volume_weights`,
+    in float64 numpy."""
     depths = np.broadcast_to(depths, sigma.shape)
     dists = np.concatenate([depths[..., 1:] - depths[..., :-1],
                             np.full(depths.shape[:-1] + (1,), last_delta)], axis=-1)

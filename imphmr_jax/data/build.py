@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 
 REAL_OPTIONS = ("precrop_margin", "on_bad_image", "jpeg_quality", "splits", "image_dir", "mask_dir")
 SYNTHETIC_OPTIONS = ("num_train", "num_test", "image_size", "body", "seed", "fraction_2d_only",
@@ -52,9 +51,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
+    """The CLI; errors in the user's input raise (see `imphmr_jax.cli`), run via `cli.run`."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # TFDS's absl INFO chatter ("Generating dataset", "Done writing ...") would interleave with
+    # the builder's progress bar; its warnings still show.
+    logging.getLogger("absl").setLevel(logging.WARNING)
     # Imported after parsing so that --help and argument errors do not wait for TFDS.
+    from imphmr_jax import cli
     from imphmr_jax.data import builders
 
     cls = builders.builder_class(args.dataset)
@@ -63,10 +67,13 @@ def main(argv=None) -> int:
                       else (SYNTHETIC_OPTIONS, REAL_OPTIONS))
     wrong = [f"--{k}" for k in other if getattr(args, k) is not None]
     if wrong:
-        raise SystemExit(f"error: {', '.join(wrong)} do(es) not apply to dataset {args.dataset!r}")
+        raise cli.InputError(f"{', '.join(wrong)} do(es) not apply to dataset {args.dataset!r}")
     options = {k: getattr(args, k) for k in allowed if getattr(args, k) is not None}
     if "splits" in options:
         options["splits"] = [s.strip() for s in options["splits"].split(",") if s.strip()]
+    for key in ("image_dir", "mask_dir"):
+        if key in options:
+            options[key] = cli.expand_path(options[key])
     builder = builders.build(args.dataset, args.data_dir, manual_dir=args.manual_dir,
                              config=args.config, overwrite=args.overwrite,
                              progress=not args.no_progress, **options)
@@ -77,4 +84,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from imphmr_jax import cli
+    cli.run(main)

@@ -14,7 +14,7 @@ image, which is the original image or, when a builder pre-crops, the crop it sto
     betas         (10,) f32
     has_smpl      ()    i32    0/1
     has_pose_3d   ()    i32    0/1
-    gender        ()    i32    -1 unknown/neutral, 0 male, 1 female (spec §12's parse)
+    gender        ()    i32    -1 unknown/neutral, 0 male, 1 female (docs/datasets.md#npz-keys)
     mask          bytes        encoded single-channel PNG of the person's silhouette, b"" if none
     has_mask      ()    i32
     intrinsics    (4,)  f32    [fx, fy, cx, cy] of the stored image (pixel centres at +0.5), zeros
@@ -23,9 +23,10 @@ image, which is the original image or, when a builder pre-crops, the crop it sto
                                smpl_jax.forward(body, pose, betas).vertices + cam_t; zeros if unknown
     has_camera    ()    i32
 
-Variant records (synthetic multi-view / video) add:
-    sequence      ()    i32    person (multi-view) or clip (video) id
-    frame         ()    i32    frame index within the clip (0 for multi-view)
+Variant records (synthetic multiview / video / multiview_video, zju_mocap) add:
+    sequence      ()    i32    person (multiview, multiview_video; zju_mocap: the subject number,
+                               e.g. 313) or clip (video) id
+    frame         ()    i32    frame index within the clip (0 for multiview)
     view          ()    i32    camera index (0 for video)
     extrinsics    (3, 4) f32   world -> camera [R | t]
     pose_world    (72,) f32    SMPL pose with the global orientation in the WORLD frame
@@ -87,7 +88,8 @@ VARIANT_FIELDS: dict[str, tuple] = {
 
 
 def empty_record(**values) -> dict:
-    """A record with spec §12's defaults (zeros, flags 0, gender -1, no mask), updated by `values`."""
+    """A record with the npz defaults of docs/datasets.md#npz-keys (zeros, flags 0, gender -1, no
+    mask), updated by `values`."""
     rec = {}
     for name, (shape, dtype) in RECORD_FIELDS.items():
         rec[name] = b"" if shape is None else np.zeros(shape, dtype)

@@ -59,6 +59,25 @@ def intrinsics(focal, height, width):
     )
 
 
+def intrinsics_from_matrix(K):
+    """(..., 3, 3) calibration matrices -> (..., 4) [fx, fy, cx, cy] = [K00, K11, K02, K12].
+
+    For datasets that store K as a matrix (ZJU-MoCap, Human3.6M, EMDB). The project's pinhole
+    model has no skew: the skew entry K01 is dropped (it is 0 in those datasets) and the last row
+    is taken to be [0, 0, 1].
+    """
+    K = jnp.asarray(K)
+    return jnp.stack([K[..., 0, 0], K[..., 1, 1], K[..., 0, 2], K[..., 1, 2]], axis=-1)
+
+
+def as_intrinsics(K):
+    """Intrinsics given either way -> (..., 4) [fx, fy, cx, cy]: a (..., 3, 3) calibration matrix
+    goes through `intrinsics_from_matrix`, anything else (last axis 4) is returned as is. The two
+    cannot be confused: a (..., 3, 3) array has last axis 3."""
+    K = jnp.asarray(K)
+    return intrinsics_from_matrix(K) if K.shape[-2:] == (3, 3) else K
+
+
 def spin_intrinsics(img_res=IMG_RES, focal_length=FOCAL_LENGTH):
     """(4,) intrinsics of SPIN's crop camera: f = 5000, principal point (112, 112) at res 224."""
     return intrinsics(focal_length, img_res, img_res)

@@ -1,9 +1,12 @@
-"""ImpHMR's view camera at azimuth φ and the rotation of ground truth to view φ (spec §5, §10, §11.2).
+"""ImpHMR's view camera at azimuth φ and the rotation of ground truth to view φ.
+
+Described in docs/method.md#view-camera-and-rays and docs/conventions.md#view-rotations.
 
 Everything is in SPIN's camera frame (x right, y DOWN, z forward); the body (world) frame is the
 input camera's axes with the body near the origin.
 
-The view camera (spec §5 "ImpHMR camera"), φ in radians, any real value (φ and φ + 2π agree):
+The view camera (a project choice, docs/method.md#view-camera-and-rays), φ in radians, any real
+value (φ and φ + 2π agree):
     R_y(φ) = [[cos φ, 0, sin φ], [0, 1, 0], [-sin φ, 0, cos φ]]     (rotation by φ about +y)
     world -> camera φ:   X_c = R_y(φ)·X + (0, 0, radius)
     camera centre:       c(φ) = R_y(φ)^T (0, 0, -radius)
@@ -24,7 +27,7 @@ Sign conventions — read before writing a loss:
   * L_cons: with R_go^φ = R_y(φ)·R_go^0, the orientation predicted from view φ1 carried to view φ2
     is `rotate_global_orient(go_phi1, phi2 - phi1)`.
 
-Pixel grid of the rendered feature map (GIRAFFE's `arange_pixels`, spec §5): u over the W columns
+Pixel grid of the rendered feature map (GIRAFFE's `arange_pixels`): u over the W columns
 and v over the H rows take the values 2i/(n-1) - 1 (endpoints included; 0 when n = 1), row 0 is the
 top of the image (v = -1, y up the image is negative as SPIN's y-down). Rays are flattened
 row-major: index = row·W + col. This grid differs on purpose from the rasterizer's pixel-centre
@@ -41,7 +44,7 @@ from smpl_jax.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 
 @dataclasses.dataclass(frozen=True)
 class ViewCameraConfig:
-    """GIRAFFE's camera defaults (spec §5); ImpHMR's own values are unknown.
+    """GIRAFFE's camera defaults; ImpHMR's own values are unknown (docs/method.md#open-parameters).
 
     radius: distance of the camera centre from the body origin, same units as the body (metres).
     fov_deg: full field of view in degrees of the [-1, 1] image plane.
@@ -160,7 +163,8 @@ def rotate_points(points, phi, center=None):
     Args:
       points: (..., N, 3) metres.
       phi: (...,) radians.
-      center: (..., 3) e.g. the root joint (spec §10); None rotates about the origin.
+      center: (..., 3) e.g. the root joint (docs/method.md#geometric-guidance-d); None rotates
+        about the origin.
     Returns:
       (..., N, 3).
     """

@@ -1,7 +1,9 @@
-"""Foreground attention A: CBAM's spatial gate (spec section 3, Jongchan/attention-module MODELS/cbam.py).
+"""Foreground attention A: CBAM's spatial gate (Jongchan/attention-module MODELS/cbam.py;
+docs/method.md#foreground-attention).
 
-ImpHMR (Sec. 3.3, supp. 6.1) uses only CBAM's *spatial* attention to keep the human-related part of
-the encoder map z and pools it into the latent z_fg = GAP(A(z)) that conditions the feature field.
+ImpHMR (Sec. 3.3, supplementary 6.1) uses only CBAM's *spatial* attention to keep the
+human-related part of the encoder map z and pools it into the latent z_fg = GAP(A(z)) that
+conditions the feature field.
 """
 from typing import Any
 
@@ -22,7 +24,8 @@ class ForegroundAttention(nn.Module):
 
     A = sigmoid(BN(Conv7x7(concat[max_c F, mean_c F])))   (no bias, no ReLU; max FIRST as in CBAM)
 
-    pooling: how z_fg is pooled from the attended map A·F (spec section 16: not given by the paper):
+    pooling: how z_fg is pooled from the attended map A·F (not given by the paper;
+      docs/method.md#open-parameters):
       'mean'      z_fg = mean_{h,w}(A·F)             -- the paper's "GAP(A(z))" (default)
       'weighted'  z_fg = sum_{h,w}(A·F) / sum_{h,w} A -- an attention-normalised average
     dtype: computation dtype; parameters and batch statistics stay float32.

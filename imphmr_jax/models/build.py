@@ -33,7 +33,8 @@ def build_model(m, mean_params: Optional[dict] = None) -> ImpHMR:
                   mean_params=mean_params, regressor_iterations=m.regressor_iterations,
                   dropout=m.dropout, regressor_hidden=m.regressor_hidden,
                   use_decoder=m.use_decoder, decoder_channels=tuple(m.decoder_channels),
-                  ptn_hidden=m.ptn_hidden, dtype=dtype)
+                  ptn_hidden=m.ptn_hidden, aux_keypoints=m.aux_keypoints,
+                  aux_keypoint_stage=m.aux_keypoint_stage, dtype=dtype)
 
 
 def init_variables(model: ImpHMR, key: jax.Array, img_res: int, num_views: int,

@@ -1,9 +1,9 @@
 """Neural feature field h (ImpHMR eq. 2-3): GIRAFFE's object feature field conditioned on z_fg.
 
-Spec section 4, autonomousvision/giraffe im2scene/giraffe/models/decoder.py `Decoder`. Layer names
-follow GIRAFFE's state dict ('blocks.3' -> 'blocks_3', 'fc_z_skips.0' -> 'fc_z_skips_0') so
-converted weights map 1:1. ImpHMR conditions h on one latent (supp. 6.1), so GIRAFFE's shape and
-appearance codes are both z_fg: z_shape = z_app = z.
+docs/method.md#feature-field-h; autonomousvision/giraffe im2scene/giraffe/models/decoder.py
+`Decoder`. Layer names follow GIRAFFE's state dict ('blocks.3' -> 'blocks_3', 'fc_z_skips.0' ->
+'fc_z_skips_0') so converted weights map 1:1. ImpHMR conditions h on one latent (paper,
+supplementary 6.1), so GIRAFFE's shape and appearance codes are both z_fg: z_shape = z_app = z.
 """
 from typing import Any, Sequence
 

@@ -1,6 +1,7 @@
-"""ImpHMR (Sec. 3.3, Fig. 2) and its two ablation baselines (Sec. 4.2, supp. 6.1) as one linen module.
+"""ImpHMR (Sec. 3.3, Fig. 2) and its two ablation baselines (Sec. 4.2, supplementary 6.1) as one
+linen module; docs/method.md#forward-pass and docs/method.md#ablation-baselines.
 
-variant 'imphmr' (spec section 1):
+variant 'imphmr':
   image --g (ResNet)--> z (B, h0, w0, C) --A (ForegroundAttention)--> z_fg (B, C)
   for every view φ: rays of the map_size x map_size view camera (geometry.views.view_rays),
   samples x = o + d·r, (σ, f) = h(γ(x), γ(r), z_fg) (FeatureField), eq. 4 integration
@@ -21,6 +22,7 @@ import dataclasses
 from typing import Any, Mapping, Optional, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -50,6 +52,18 @@ def build_backbone(config: BackboneConfig, dtype, name=None) -> nn.Module:
     if config.depth not in _RESNETS:
         raise ValueError(f"backbone depth must be one of {sorted(_RESNETS)}, got {config.depth}")
     return _RESNETS[config.depth](width=config.width, dtype=dtype, name=name)
+
+
+def soft_argmax_2d(heatmaps) -> jax.Array:
+    """(B, h, w, K) logits -> (B, K, 2) expected (x, y) of the softmax over each map, in the
+    normalised [-1, 1] image coordinates of SPIN's keypoints (pixel centres at (j + 0.5)/w·2 − 1),
+    float32."""
+    b, h, w, k = heatmaps.shape
+    prob = jax.nn.softmax(heatmaps.astype(jnp.float32).reshape(b, h * w, k), axis=1)
+    xs = (jnp.arange(w, dtype=jnp.float32) + 0.5) / w * 2.0 - 1.0
+    ys = (jnp.arange(h, dtype=jnp.float32) + 0.5) / h * 2.0 - 1.0
+    grid = jnp.stack(jnp.meshgrid(xs, ys, indexing="xy"), axis=-1).reshape(h * w, 2)
+    return jnp.einsum("bpk,pc->bkc", prob, grid)
 
 
 def volume_render_views(field_fn, rays, camera: ViewCameraConfig, key=None) -> RenderResult:
@@ -94,8 +108,14 @@ class ImpHMR(nn.Module):
         default from `spin_default_mean_params()` (load SPIN's file with `load_mean_params`).
       regressor_iterations, dropout, regressor_hidden: R's settings (3, 0.5, 1024).
       use_decoder: build the geometric guidance branch D (training only in the paper).
-      decoder_channels: D's five output widths (spec section 10's reading; the last must be 1).
+      decoder_channels: D's five output widths (the project's reading,
+        docs/method.md#geometric-guidance-d; the last must be 1).
       ptn_hidden, ptn_extent: Baseline-PTN's generator width and the half side of its volume.
+      aux_keypoints: K > 0 adds an auxiliary 2D keypoint head (training signal only, not part of
+        the paper; docs/method.md#auxiliary-keypoint-head): a 3×3 conv on the encoder's
+        `aux_keypoint_stage` map ('stem', 'layer1', ...) gives K heatmaps whose soft-argmax is
+        out['aux_keypoints'] (B, K, 2) in the crop's normalised [-1, 1] coordinates. Needs a
+        ResNet encoder built from a BackboneConfig.
       dtype: computation dtype; parameters and batch statistics stay float32.
 
     __call__(images (B, H, W, 3), phis (B, V) radians, (B,) or None = one view at φ = 0, train,
@@ -133,6 +153,8 @@ class ImpHMR(nn.Module):
     decoder_channels: Sequence[int] = (256, 128, 64, 32, 1)
     ptn_hidden: int = 64
     ptn_extent: float = 1.0
+    aux_keypoints: int = 0
+    aux_keypoint_stage: str = "layer2"
     dtype: Any = jnp.float32
 
     def _regressor(self):
@@ -153,13 +175,30 @@ class ImpHMR(nn.Module):
         b = images.shape[0]
         encoder = (self.backbone if isinstance(self.backbone, nn.Module) else
                    build_backbone(self.backbone or BackboneConfig(), self.dtype, name="backbone"))
-        z = encoder(jnp.asarray(images, self.dtype), train)  # (B, h0, w0, C)
+        aux = None
+        if self.aux_keypoints:
+            if isinstance(self.backbone, nn.Module):
+                raise ValueError("aux_keypoints needs the ResNet encoder built from a "
+                                 "BackboneConfig (its intermediate maps)")
+            maps = encoder(jnp.asarray(images, self.dtype), train, return_intermediates=True)
+            if self.aux_keypoint_stage not in maps:
+                raise ValueError(f"aux_keypoint_stage must be one of {sorted(maps)}, got "
+                                 f"{self.aux_keypoint_stage!r}")
+            z = maps[max(k for k in maps if k.startswith("layer"))]
+            aux = soft_argmax_2d(nn.Conv(self.aux_keypoints, (3, 3), padding=1,
+                                         dtype=self.dtype, name="aux_keypoint_head")(
+                maps[self.aux_keypoint_stage]))
+        else:
+            z = encoder(jnp.asarray(images, self.dtype), train)  # (B, h0, w0, C)
         regressor = self._regressor()
 
         if self.variant == "baseline":
             # SPIN: AvgPool over the whole map, then R; there is no notion of a view.
             pooled = jnp.mean(z.astype(jnp.float32), axis=(1, 2)).astype(self.dtype)
-            return {k: v[:, None] for k, v in regressor(pooled, train).items()}
+            out = {k: v[:, None] for k, v in regressor(pooled, train).items()}
+            if aux is not None:
+                out["aux_keypoints"] = aux
+            return out
 
         phis = jnp.zeros((b, 1), jnp.float32) if phis is None else jnp.asarray(phis, jnp.float32)
         if phis.ndim == 1:
@@ -185,6 +224,8 @@ class ImpHMR(nn.Module):
         out = {k: per_view(val) for k, val in regressor(z_phi, train).items()}
         out["feature_map"] = per_view(fmap)
         out["attention"] = attention
+        if aux is not None:
+            out["aux_keypoints"] = aux
 
         # D is created at init even for an eval-mode init so that training finds its parameters.
         if self.use_decoder and (train or return_silhouette or self.is_initializing()):

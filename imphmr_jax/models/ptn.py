@@ -1,10 +1,11 @@
-"""Baseline-PTN (ImpHMR Sec. 4.2, supp. 6.1): the feature field replaced by PTN's decoder (Yan et al.
-2016).
+"""Baseline-PTN (ImpHMR Sec. 4.2, supplementary 6.1): the feature field replaced by PTN's decoder
+(Yan et al. 2016); docs/method.md#ablation-baselines.
 
 A volume generator turns z_fg into an explicit R x R x R x M_f feature volume (R = 4 as in the
 paper); a perspective transformer samples that volume trilinearly along the rays of view φ (the
 same view camera as ImpHMR, i.e. the volume resampled on the rotated view frustum) and projects by
-a max over depth, since the volume has no density (supp. 6.1). AGG, R and D follow as in ImpHMR.
+a max over depth, since the volume has no density (paper, supplementary 6.1). AGG, R and D follow
+as in ImpHMR.
 
 Our reading of the unspecified parts [INF]: the generator is one linear layer z_fg -> R³ x
 ptn_hidden, ReLU, and a per-voxel linear layer ptn_hidden -> M_f (a single z_fg -> R³·M_f layer

@@ -1,4 +1,5 @@
-"""Regressor R: SPIN's iterative error-feedback regressor (spec section 8, nkolot/SPIN models/hmr.py).
+"""Regressor R: SPIN's iterative error-feedback regressor (nkolot/SPIN models/hmr.py;
+docs/method.md#regressor-r).
 
 Each of `num_iterations` steps maps concat[features, pose (144), shape (10), cam (3)] through
 fc1 -> Dropout -> fc2 -> Dropout (no ReLU, exactly as SPIN's code) and ADDS the outputs of the

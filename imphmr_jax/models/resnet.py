@@ -1,4 +1,5 @@
-"""Image encoder g: torchvision-layout ResNet (v1.5) in Flax linen, NHWC (spec section 2).
+"""Image encoder g: torchvision-layout ResNet (v1.5) in Flax linen, NHWC
+(docs/method.md#image-encoder-g).
 
 Module names equal torchvision's state-dict names ('layer1.0.conv1' -> 'layer1_0/conv1',
 'layer1.0.downsample.0' -> 'layer1_0/downsample_conv'), so `imphmr_jax.convert.resnet_from_torch`
@@ -92,6 +93,12 @@ class ResNet(nn.Module):
     block: 'bottleneck' (expansion 4) or 'basic' (expansion 1).
     width: stem channels and first-stage planes (64 in torchvision; smaller only for tests).
     dtype: computation dtype; parameters and batch statistics stay float32.
+
+    `return_intermediates=True` returns, instead of the final map, a dict of the maps pixel-aligned
+    encoders read (pixelNeRF / ActorsNeRF): 'stem' = conv1 + bn1 + ReLU before the max-pool
+    (B, H/2, W/2, width), and 'layer{i}' = the output of stage i (B, H/2^(i+1), W/2^(i+1),
+    width * 2^(i-1) * expansion); 'layer{len(stage_sizes)}' is the default output. Sizes are the
+    ceilings of those fractions for inputs that are not multiples of 32. The parameters are the same.
     """
 
     stage_sizes: Sequence[int] = (3, 4, 6, 3)
@@ -100,7 +107,7 @@ class ResNet(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x, train: bool):
+    def __call__(self, x, train: bool, return_intermediates: bool = False):
         if self.block not in EXPANSION:
             raise ValueError(f"ResNet block must be 'basic' or 'bottleneck', got {self.block!r}")
         block_cls = Bottleneck if self.block == "bottleneck" else BasicBlock
@@ -109,6 +116,7 @@ class ResNet(nn.Module):
         x = jnp.asarray(x, self.dtype)
         x = conv(self.width, (7, 7), (2, 2), padding=_pad(7), name="conv1")(x)
         x = nn.relu(norm(name="bn1")(x))
+        intermediates = {"stem": x}
         # nn.max_pool pads with -inf, like torch's MaxPool2d(3, 2, padding=1).
         x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
         in_ch = self.width
@@ -119,7 +127,8 @@ class ResNet(nn.Module):
                 down = j == 0 and (stride != 1 or in_ch != planes * expansion)
                 x = block_cls(planes, stride, down, self.dtype, name=f"layer{i + 1}_{j}")(x, train)
                 in_ch = planes * expansion
-        return x
+            intermediates[f"layer{i + 1}"] = x
+        return intermediates if return_intermediates else x
 
 
 def resnet50(**kw) -> ResNet:

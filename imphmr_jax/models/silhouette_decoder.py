@@ -1,8 +1,9 @@
 """Geometric guidance branch D: rendered feature map f_φ -> silhouette S_φ (ImpHMR Sec. 3.3).
 
 The paper fixes five transposed convolutions with BN and ReLU and a 128x128 output from the 4x4
-map (supp. 6.1); kernel 4 / stride 2 / torch padding 1 (each layer doubles the resolution) and the
-channel widths are spec section 10's reading [INF]. Training only.
+map (paper, supplementary 6.1); kernel 4 / stride 2 / torch padding 1 (each layer doubles the
+resolution) and the channel widths are the project's reading [INF]
+(docs/method.md#geometric-guidance-d). Training only.
 """
 from typing import Any, Sequence
 

@@ -1,4 +1,5 @@
-"""Volume rendering of the neural feature field (ImpHMR eq. 1 and eq. 4, spec sections 4-6).
+"""Volume rendering of the neural feature field (ImpHMR eq. 1 and eq. 4;
+docs/method.md#volume-rendering).
 
 Small pure jax.numpy functions on batched arrays; all are jit-, vmap- and grad-friendly. Depths and
 interval lengths are in the units of the camera frame (metres in ImpHMR's SPIN-style camera; GIRAFFE
@@ -58,7 +59,7 @@ def positional_encoding(x: jax.Array, num_octaves: int, include_input: bool = Fa
 
 def sample_depths(near, far, num_samples: int, *, key: Optional[jax.Array] = None,
                   batch_shape: Sequence[int] = ()) -> jax.Array:
-    """Depths of the samples along each ray (spec section 5, GIRAFFE `add_noise_to_interval`).
+    """Depths of the samples along each ray (GIRAFFE `add_noise_to_interval`).
 
     Without `key`: d_j = near + j / (N - 1) * (far - near), j = 0..N-1 (both endpoints included, as
     GIRAFFE's `near + linspace(0, 1, N) * (far - near)`), the same for every ray.
@@ -106,7 +107,8 @@ class RenderResult(NamedTuple):
 def integrate(sigma: jax.Array, features: jax.Array, depths: jax.Array, ray_norm=1.0, *,
               last_delta: float = LAST_DELTA, occupancy: Optional[jax.Array] = None
               ) -> RenderResult:
-    """Numerical volume integration along rays, ImpHMR eq. 4 (spec section 6, GIRAFFE).
+    """Numerical volume integration along rays, ImpHMR eq. 4 (GIRAFFE;
+    docs/method.md#volume-rendering).
 
       delta_j = (d_{j+1} - d_j) ||ray||,  delta_{S-1} = last_delta ||ray||
       alpha_j = 1 - exp(-relu(sigma_j) delta_j)
@@ -140,7 +142,8 @@ def integrate(sigma: jax.Array, features: jax.Array, depths: jax.Array, ray_norm
     sigma, depths = jnp.asarray(sigma, dtype), jnp.asarray(depths, dtype)
     # scalar -> (1,), (..., R) -> (..., R, 1): one length per ray, shared by its samples.
     ray_norm = jnp.asarray(ray_norm, dtype)[..., None]
-    last = jnp.full(depths.shape[:-1] + (1,), last_delta, depths.dtype)
+    last = jnp.broadcast_to(jnp.asarray(last_delta, depths.dtype)[..., None],
+                            depths.shape[:-1] + (1,))
     delta = jnp.concatenate([depths[..., 1:] - depths[..., :-1], last], axis=-1) * ray_norm
     # relu as in GIRAFFE's F.relu(sigma); its gradient at exactly 0 is 0 in JAX.
     x = jax.nn.relu(sigma) * delta  # optical depth of each interval, may be +inf

@@ -5,8 +5,9 @@
     load_source(name, split, data_dir, *, config=None) -> random-access source of record dicts
 
 Dataset names: h36m, mpi_inf_3dhp, pw3d, pw3d_occ, coco_eft, mpii_eft, lspet_eft, lsp (real, need a
-manual_dir; see `real.py` and docs/datasets.md) and synthetic_humans (configs default, multiview,
-video). Records follow `imphmr_jax.data.schema` exactly. Build counts (written, skipped by reason,
+manual_dir; see `real.py` and docs/datasets.md), zju_mocap (your ZJU-MoCap root as manual_dir;
+see `zju_mocap.py`) and synthetic_humans (configs default, multiview, video, multiview_video).
+Records follow `imphmr_jax.data.schema` exactly. Build counts (written, skipped by reason,
 NaN flags) and the build options are in `build_metadata(name, data_dir)` (the dataset's
 metadata.json).
 """
@@ -15,10 +16,12 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import warnings
 
 import tensorflow_datasets as tfds
 from etils import epath
 
+from imphmr_jax.cli import InputError, UnknownNameError, expand_path
 from imphmr_jax.data.builders.base import _jsonable
 from imphmr_jax.data.builders.base import (  # noqa: F401
     BadImageError,
@@ -44,10 +47,28 @@ from imphmr_jax.data.builders.real import (  # noqa: F401
     parse_gender,
 )
 from imphmr_jax.data.builders.synthetic_humans import SyntheticHumans  # noqa: F401
+from imphmr_jax.data.builders.zju_mocap import ZjuMocap  # noqa: F401
+
+# `python -m imphmr_jax.data.builders.zju_mocap` (its CLI) runs a module this package has already
+# imported; runpy warns about that, but the module's __main__ block hands over to the imported copy.
+warnings.filterwarnings("ignore", category=RuntimeWarning, module="runpy",
+                        message=r"'imphmr_jax\.data\.builders\.zju_mocap' found in sys\.modules")
 
 log = logging.getLogger("imphmr_jax.data.builders")
 
-BUILDERS: dict[str, type[HumanBuilder]] = {**REAL_BUILDERS, SyntheticHumans.name: SyntheticHumans}
+
+class _NoUnbuiltVariantWarning(logging.Filter):
+    """TFDS warns "Variant folder ... has no dataset_info.json" whenever a builder is created for a
+    dataset that is not built yet -- before every build and before the clear "not built" error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "has no dataset_info.json" not in record.getMessage()
+
+
+logging.getLogger("absl").addFilter(_NoUnbuiltVariantWarning())
+
+BUILDERS: dict[str, type[HumanBuilder]] = {**REAL_BUILDERS, SyntheticHumans.name: SyntheticHumans,
+                                          ZjuMocap.name: ZjuMocap}
 
 
 def builder_class(name: str) -> type[HumanBuilder]:
@@ -55,7 +76,7 @@ def builder_class(name: str) -> type[HumanBuilder]:
     try:
         return BUILDERS[name]
     except KeyError:
-        raise KeyError(f"unknown dataset {name!r}; known: {sorted(BUILDERS)}") from None
+        raise UnknownNameError(f"unknown dataset {name!r}; known: {sorted(BUILDERS)}") from None
 
 
 def build_command(name: str, data_dir, config: str | None = None) -> str:
@@ -65,18 +86,26 @@ def build_command(name: str, data_dir, config: str | None = None) -> str:
         cmd += f" --config {config}"
     if issubclass(builder_class(name), RealNpzBuilder):
         cmd += " --manual_dir <folder with the npz files and images>"
+    elif builder_class(name).MANUAL_DIR_REQUIRED:
+        cmd += f" --manual_dir <{builder_class(name).MANUAL_DIR_HINT}>"
     return cmd
 
 
 def _builder(name, data_dir, config, **options) -> HumanBuilder:
     cls = builder_class(name)
     if config is not None and not cls.BUILDER_CONFIGS:
-        raise ValueError(f"dataset {name!r} has no builder configs (got config={config!r})")
+        raise InputError(f"dataset {name!r} has no builder configs (got config={config!r})")
     if config is not None:
         known = [c.name for c in cls.BUILDER_CONFIGS]
         if config not in known:
-            raise ValueError(f"dataset {name!r} has no config {config!r}; known: {known}")
-    return cls(data_dir=os.fspath(data_dir), config=config, file_format="array_record", **options)
+            raise InputError(f"dataset {name!r} has no config {config!r}; known: {known}")
+    try:
+        return cls(data_dir=os.fspath(data_dir), config=config, file_format="array_record",
+                   **options)
+    except ValueError as e:  # the builders check their options in __init__: the user's input
+        if isinstance(e, InputError):
+            raise
+        raise InputError(str(e)) from e
 
 
 def _stale_incomplete_dirs(builder) -> list[epath.Path]:
@@ -99,21 +128,33 @@ def build(name: str, data_dir, *, manual_dir=None, config: str | None = None,
     `incomplete.*` folders of a killed build are removed first (do not build the same dataset into
     the same data_dir from two processes at once).
     """
+    data_dir = expand_path(os.fspath(data_dir))
+    manual_dir = expand_path(manual_dir)
     builder = _builder(name, data_dir, config, progress=progress, **options)
     if issubclass(type(builder), RealNpzBuilder):
         if manual_dir is None:
-            raise ValueError(f"dataset {name!r} is built from your files: pass manual_dir "
+            raise InputError(f"dataset {name!r} is built from your files: pass manual_dir "
                              "(the dataset root with the npz annotation files); see "
                              "docs/datasets.md")
         if not os.path.isdir(manual_dir):
             raise FileNotFoundError(f"dataset {name!r}: manual_dir {manual_dir} does not exist")
-        for split in builder.options["splits"]:  # a clear error before TFDS starts
-            find_annotation_file(manual_dir, builder.SPLIT_FILES[split])
+        # Every annotation file is found and validated (keys, shapes) before TFDS starts, so a
+        # bad file is one error naming it and its key, with nothing written.
+        for split in builder.options["splits"]:
+            load_annotations(find_annotation_file(manual_dir, builder.SPLIT_FILES[split]))
+    elif builder.MANUAL_DIR_REQUIRED:
+        if manual_dir is None:
+            raise InputError(f"dataset {name!r} is built from your files: pass manual_dir "
+                             f"({builder.MANUAL_DIR_HINT}); see docs/datasets.md")
+        if overwrite or not builder.is_prepared():
+            # The user's files are checked (errors name the file and the key) before TFDS
+            # starts, so nothing is written from a bad folder.
+            builder.check_manual_dir(manual_dir)
     if builder.is_prepared() and not overwrite:
         stored = dict(builder.info.metadata or {}).get("options")
         wanted = base_jsonable(builder.options)
         if stored != wanted:
-            raise ValueError(
+            raise InputError(
                 f"dataset {name!r} in {builder.data_dir} was built with options {stored}, "
                 f"requested {wanted}; use another data_dir or overwrite=True (--overwrite)")
         log.info("reusing %s (%s)", name, builder.data_dir)
@@ -127,9 +168,44 @@ def build(name: str, data_dir, *, manual_dir=None, config: str | None = None,
         manual_dir=None if manual_dir is None else os.fspath(manual_dir),
         download_mode=mode, try_download_gcs=False,
         compute_stats=tfds.download.ComputeStatsMode.SKIP)
-    builder.download_and_prepare(download_config=dl_config)
+    # One progress bar: the builders' own (per dataset/split, with counts), not TFDS's as well.
+    tfds.disable_progress_bar()
+    created = _missing_dirs(data_dir, builder)
+    try:
+        builder.download_and_prepare(download_config=dl_config)
+    except BaseException:
+        _remove_failed_build(builder, created)
+        raise
     # Re-open from disk so that info/metadata are those stored with the data.
     return _builder(name, data_dir, config)
+
+
+def _missing_dirs(data_dir, builder) -> list[str]:
+    """The folders a build of `builder` creates that do not exist yet (deepest last)."""
+    folders = [data_dir, os.path.join(data_dir, "downloads")]
+    d = os.fspath(builder.data_path)
+    chain = []
+    while os.path.normpath(d) != os.path.normpath(data_dir) and d not in chain:
+        chain.append(d)
+        d = os.path.dirname(d)
+    folders += reversed(chain)  # data_dir/name, data_dir/name/config, .../version
+    return [f for f in folders if not os.path.exists(f)]
+
+
+def _remove_failed_build(builder, created: list[str]) -> None:
+    """After a failed build: the build's `incomplete.*` folder and the folders it created, when
+    they hold nothing but empty folders (another build's files are never touched)."""
+    for stale in _stale_incomplete_dirs(builder):
+        shutil.rmtree(os.fspath(stale), ignore_errors=True)
+    for folder in sorted(created, key=len, reverse=True):
+        if not os.path.isdir(folder):
+            continue
+        for root, dirs, files in os.walk(folder, topdown=False):
+            if not files and not os.listdir(root):
+                try:
+                    os.rmdir(root)
+                except OSError:
+                    pass
 
 
 def base_jsonable(options: dict) -> dict:
@@ -164,19 +240,22 @@ def _prepared_builder(name, data_dir, config) -> HumanBuilder:
 
 def load_source(name: str, split: str, data_dir, *, config: str | None = None):
     """A random-access source (len, __getitem__ -> record dict of numpy arrays/bytes) of a built
-    split, from `tfds` ArrayRecord files. FileNotFoundError (with the build command) if the dataset
-    is not built; KeyError listing the splits if `split` is absent."""
+    split, from `tfds` ArrayRecord files (`~` and $VARS in data_dir are expanded).
+    FileNotFoundError (with the build command) if the dataset is not built; KeyError listing the
+    splits if `split` is absent."""
+    data_dir = expand_path(os.fspath(data_dir))
     builder = _prepared_builder(name, data_dir, config)
     splits = list(builder.info.splits.keys())
     if split not in splits:
-        raise KeyError(f"dataset {name!r} in {data_dir} has no split {split!r}; built splits: "
-                       f"{splits}")
+        raise UnknownNameError(f"dataset {name!r} in {data_dir} has no split {split!r}; "
+                               f"built splits: {splits}")
     return builder.as_data_source(split=split)
 
 
 def build_metadata(name: str, data_dir, *, config: str | None = None) -> dict:
     """{"options": {...}, "counts": {split: {"written": n, "skipped_*": n, ...}}} of a built dataset."""
-    return dict(_prepared_builder(name, data_dir, config).info.metadata or {})
+    return dict(_prepared_builder(name, expand_path(os.fspath(data_dir)), config).info.metadata
+                or {})
 
 
 __all__ = ["BUILDERS", "build", "load_source", "build_metadata", "build_command", "builder_class",

@@ -126,6 +126,11 @@ class HumanBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "First release (imphmr_jax record schema)."}
     VARIANT = False  # records carry schema.VARIANT_FIELDS
+    # Builders that read the user's files from `manual_dir` (other than the SPIN/PARE npz ones,
+    # which `builders.build` checks itself) set MANUAL_DIR_REQUIRED and a hint of what the folder
+    # holds, and implement `check_manual_dir`: `builders.build` calls it before TFDS starts.
+    MANUAL_DIR_REQUIRED = False
+    MANUAL_DIR_HINT = ""
     # Keep records in key order (the annotation file's row order / generation order) so that
     # index i of a source is reproducible and sequences stay contiguous; pipelines shuffle.
 
@@ -143,6 +148,12 @@ class HumanBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
     def _is_variant(self) -> bool:
         return self.VARIANT
+
+    def check_manual_dir(self, manual_dir) -> None:
+        """Pre-flight check of the user's files in `manual_dir` (MANUAL_DIR_REQUIRED builders):
+        raise an error naming the file and the key or entry that is missing or malformed, before
+        anything is written. The base builder reads no files and has nothing to check."""
+        del manual_dir
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(

@@ -7,12 +7,12 @@ npz files either directly in it or in its `dataset_extras/` subfolder. The npz f
 SPIN's / PARE's (`DATASET_FILES` of `nkolot/SPIN:config.py` and PARE's EFT files); see
 `docs/datasets.md` and each builder's `SPLIT_FILES` (the first existing candidate is used).
 
-npz keys (spec §12): `imgname` (N,) str, `center` (N,2) px, `scale` (N,) = box side / 200 are
-required; optional `part` (N,24,3), `openpose` (N,25,3), `S` (N,24,4) metres + conf, `pose` (N,72)
-(or (N,24,3)), `shape` (N,10), `has_smpl` (N,), `gender` (N,), `maskname` (N,) (LSP test). Missing
-optional keys take spec §12's defaults: keypoints zeros, pose/betas zeros, has_smpl = 1 if `pose`
-is present else 0 (an explicit `has_smpl` key wins), has_pose_3d = 1 iff `S` is present (SPIN),
-gender -1.
+npz keys (docs/datasets.md#npz-keys): `imgname` (N,) str, `center` (N,2) px, `scale` (N,) = box side
+/ 200 are required; optional `part` (N,24,3), `openpose` (N,25,3), `S` (N,24,4) metres + conf,
+`pose` (N,72) (or (N,24,3)), `shape` (N,10), `has_smpl` (N,), `gender` (N,), `maskname` (N,) (LSP
+test). Missing optional keys take SPIN's defaults: keypoints zeros, pose/betas zeros, has_smpl = 1
+if `pose` is present else 0 (an explicit `has_smpl` key wins), has_pose_3d = 1 iff `S` is present
+(SPIN), gender -1.
 
 Record mapping: keypoints_2d = concat(openpose, part) -> (49, 3) (SPIN's order); joints_3d = S;
 betas = shape; gender parsed by `parse_gender` ('m'/b'm'/'male' -> 0, 'f'/b'f'/'female' -> 1,
@@ -44,6 +44,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 from tqdm import tqdm
 
+from imphmr_jax.cli import InputError
 from imphmr_jax.data import schema
 from imphmr_jax.data.builders.base import (
     ON_BAD_IMAGE_CHOICES,
@@ -303,7 +304,7 @@ class RealNpzBuilder(HumanBuilder, skip_registration=True):
             counts.add("has_pose_3d", int(rec["has_pose_3d"]))
             yield i, rec
         if counts["written"] == 0:
-            raise ValueError(f"{self.name}/{split}: no example could be written from {path} "
+            raise InputError(f"{self.name}/{split}: no example could be written from {path} "
                              f"(image root {image_root}); counts: {dict(counts)}")
         self._finish_split(split, counts)
 

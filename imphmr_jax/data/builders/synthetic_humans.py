@@ -7,6 +7,13 @@ Builder configs:
                 view = camera, frame = 0).
   * `video`     clips of `num_frames` frames; `num_train` / `num_test` = number of CLIPS
                 (records = clips * frames), VARIANT_FIELDS (sequence = clip, frame, view = 0).
+  * `multiview_video`  each person performs a clip of `num_frames` frames seen by a ring of
+                `num_views` fixed cameras (ZJU-MoCap-like); `num_train` / `num_test` = number of
+                PEOPLE (records = people * frames * views, ordered person, frame, view; the test
+                split's people are other identities), VARIANT_FIELDS (sequence = person, frame,
+                view). Procedurally textured people over plain backgrounds by default
+                (`synthetic.multiview_video.MULTIVIEW_VIDEO_DEFAULTS`, overridable through
+                `synthetic_options`).
 Image size, body, seed and fraction of 2D-only samples (and any other SyntheticConfig field via
 `synthetic_options={...}`) are passed to `imphmr_jax.data.synthetic.SyntheticConfig`; options left
 None keep that config's defaults.
@@ -24,7 +31,7 @@ from tqdm import tqdm
 from imphmr_jax.data import schema
 from imphmr_jax.data.builders.base import Counts, HumanBuilder
 
-KINDS = ("single", "multiview", "video")
+KINDS = ("single", "multiview", "video", "multiview_video")
 
 
 @dataclasses.dataclass(eq=False)
@@ -52,6 +59,9 @@ class SyntheticHumans(HumanBuilder):
                               description="each person seen by num_views cameras"),
         SyntheticHumansConfig(name="video", kind="video",
                               description="clips of num_frames frames"),
+        SyntheticHumansConfig(name="multiview_video", kind="multiview_video",
+                              description="people performing clips of num_frames frames, each "
+                                          "frame seen by num_views fixed cameras"),
     ]
     DEFAULT_BUILDER_CONFIG_NAME = "default"
     VERSION = tfds.core.Version("1.1.0")
@@ -74,9 +84,9 @@ class SyntheticHumans(HumanBuilder):
         self._batch_size = int(batch_size)
         super().__init__(**kwargs)
         kind = self.builder_config.kind
-        if kind == "multiview":
+        if kind in ("multiview", "multiview_video"):
             self._options["num_views"] = int(num_views)
-        if kind == "video":
+        if kind in ("video", "multiview_video"):
             self._options["num_frames"] = int(num_frames)
 
     def _is_variant(self) -> bool:
@@ -85,8 +95,11 @@ class SyntheticHumans(HumanBuilder):
     def synthetic_config(self):
         """The `synthetic.SyntheticConfig` of this build (None options keep its defaults)."""
         synthetic = _synthetic_module()
-        kw = {k: self._options[k] for k in ("image_size", "body", "seed", "fraction_2d_only")
-              if self._options[k] is not None}
+        kw = {}
+        if self.builder_config.kind == "multiview_video":
+            kw.update(synthetic.MULTIVIEW_VIDEO_DEFAULTS)
+        kw.update({k: self._options[k] for k in ("image_size", "body", "seed", "fraction_2d_only")
+                   if self._options[k] is not None})
         kw.update(self._options["synthetic_options"])
         return synthetic.SyntheticConfig(**kw)
 
@@ -109,6 +122,11 @@ class SyntheticHumans(HumanBuilder):
             total = num * self._options["num_views"]
             it = synthetic.generate_multiview(cfg, split, num, self._options["num_views"],
                                               batch_size=self._batch_size, progress=False)
+        elif kind == "multiview_video":
+            total = num * self._options["num_frames"] * self._options["num_views"]
+            it = synthetic.generate_multiview_video(cfg, split, num, self._options["num_frames"],
+                                                    self._options["num_views"],
+                                                    batch_size=self._batch_size, progress=False)
         else:
             total = num * self._options["num_frames"]
             it = synthetic.generate_video(cfg, split, num, self._options["num_frames"],

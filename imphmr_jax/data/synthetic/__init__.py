@@ -1,19 +1,22 @@
 """Synthetic humans: the default body rendered in sampled poses, shapes, clothes, lights, cameras
 and backgrounds, with exact labels in the record layout of :mod:`imphmr_jax.data.schema`.
 
-Three generators share one batched, jitted renderer:
+Four generators share one batched, jitted renderer:
 
 * :func:`generate` — single images (the ``synthetic_humans`` dataset): one person per image at a
   varied position and size, sometimes truncated by the frame or covered by occluders.
 * :func:`generate_multiview` — K calibrated cameras around the same posed person.
 * :func:`generate_video` — smooth motion clips (key poses interpolated by slerp, a root trajectory,
   a fixed or slowly orbiting camera).
+* :func:`generate_multiview_video` — each person performs a motion clip seen by a ring of fixed,
+  calibrated cameras (ZJU-MoCap-like), procedurally textured by default.
 
 Modules: ``config`` (SyntheticConfig, split codes, per-record random streams), ``rotations``
 (host-side scipy rotations), ``placement`` (cameras, camera-frame labels, depth and position
-fits), ``appearance`` (colours, backgrounds, occluders), ``renderer`` (SceneRenderer and batched
-rendering), ``records`` (codecs, keypoints and box, schema records), ``single`` / ``multiview`` /
-``video`` (the generators), ``cli`` (``python -m imphmr_jax.data.synthetic``).
+fits), ``appearance`` (colours, backgrounds, occluders), ``texture`` (procedural 3D textures on
+the canonical surface), ``renderer`` (SceneRenderer and batched rendering), ``records`` (codecs,
+keypoints and box, schema records), ``single`` / ``multiview`` / ``video`` / ``multiview_video``
+(the generators), ``cli`` (``python -m imphmr_jax.data.synthetic``).
 
 Frames and conventions (shared with the rest of the project):
 
@@ -40,6 +43,9 @@ from imphmr_jax.data.synthetic.appearance import sample_background
 from imphmr_jax.data.synthetic.cli import main, sample_figure
 from imphmr_jax.data.synthetic.config import SyntheticConfig, split_code
 from imphmr_jax.data.synthetic.multiview import generate_multiview
+from imphmr_jax.data.synthetic.multiview_video import (MULTIVIEW_VIDEO_DEFAULTS,
+                                                       generate_multiview_video,
+                                                       multiview_video_figure)
 from imphmr_jax.data.synthetic.placement import look_at_rotation
 from imphmr_jax.data.synthetic.records import decode_mask
 from imphmr_jax.data.synthetic.rotations import set_yaw
@@ -47,7 +53,8 @@ from imphmr_jax.data.synthetic.single import generate, generate_batches, sample_
 from imphmr_jax.data.synthetic.video import generate_video
 
 __all__ = [
-    "SyntheticConfig", "decode_mask", "generate", "generate_batches", "generate_multiview",
-    "generate_video", "look_at_rotation", "main", "sample_background", "sample_figure",
-    "sample_scene", "set_yaw", "split_code",
+    "MULTIVIEW_VIDEO_DEFAULTS", "SyntheticConfig", "decode_mask", "generate", "generate_batches",
+    "generate_multiview", "generate_multiview_video", "generate_video", "look_at_rotation", "main",
+    "multiview_video_figure", "sample_background", "sample_figure", "sample_scene", "set_yaw",
+    "split_code",
 ]

@@ -2,4 +2,5 @@
 from imphmr_jax.data.synthetic.cli import main
 
 if __name__ == "__main__":
-    main()
+    from imphmr_jax import cli
+    cli.run(main)

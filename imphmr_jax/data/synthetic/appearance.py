@@ -8,9 +8,11 @@ on, stripe frequency (cycles per image side, 0 = plain)] + colour (3) + second c
 from __future__ import annotations
 
 import colorsys
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import numpy as np
+
+from imphmr_jax.data.synthetic.texture import Texture, sample_texture
 
 # Skin tones (sRGB, 0..1) from light to deep; a sample interpolates between neighbours.
 _SKIN_TONES = np.array([
@@ -37,7 +39,9 @@ class Appearance(NamedTuple):
 
     region_colors (7, 3) in REGIONS order; stripe (4,) [on, frequency cycles/m along the rest-pose
     height, phase, long_sleeve]; stripe_color (3,); light (3,) unit direction towards the light in
-    the camera frame; shade (3,) [ambient, diffuse, grain]; noise_seed () uint32 of the grain.
+    the camera frame; shade (3,) [ambient, diffuse, grain]; noise_seed () uint32 of the grain;
+    texture: None (flat colours) or the person's procedural :class:`~.texture.Texture` (then the
+    renderer ignores the stripes and paints the texture; see SyntheticConfig.texture).
     """
 
     region_colors: np.ndarray
@@ -46,6 +50,7 @@ class Appearance(NamedTuple):
     light: np.ndarray
     shade: np.ndarray
     noise_seed: np.ndarray
+    texture: Optional[Texture] = None
 
 
 class Background(NamedTuple):
@@ -82,7 +87,11 @@ def _random_color(rng, neutral_prob=0.35):
 
 def sample_appearance(rng: np.random.Generator, config) -> Appearance:
     """Skin, hair and clothing colours per region, shirt stripes, light and grain for one person
-    (``config``: a SyntheticConfig, for the light and grain ranges)."""
+    (``config``: a SyntheticConfig, for the light and grain ranges, and its texture).
+
+    With ``config.texture == 'procedural'`` the person also gets a :class:`~.texture.Texture`,
+    drawn from a child stream of ``rng`` (``rng.spawn``), which leaves ``rng``'s own sequence, and
+    so every other draw of the record, unchanged."""
     t = rng.uniform(0, len(_SKIN_TONES) - 1)
     k = min(int(t), len(_SKIN_TONES) - 2)
     skin = (1 - (t - k)) * _SKIN_TONES[k] + (t - k) * _SKIN_TONES[k + 1]
@@ -103,10 +112,13 @@ def sample_appearance(rng: np.random.Generator, config) -> Appearance:
     shade = np.array([rng.uniform(*config.light_ambient_range),
                       rng.uniform(*config.light_diffuse_range), rng.uniform(*config.grain_range)])
     stripe_color = _random_color(rng)  # after light and shade: the draw order defines the data
+    texture = None
+    if config.texture == "procedural":
+        texture = sample_texture(rng.spawn(1)[0], long_sleeve, long_legs)
     return Appearance(region_colors=colors.astype(np.float32), stripe=stripe.astype(np.float32),
                       stripe_color=stripe_color.astype(np.float32),
                       light=light.astype(np.float32), shade=shade.astype(np.float32),
-                      noise_seed=np.uint32(rng.integers(2**32)))
+                      noise_seed=np.uint32(rng.integers(2**32)), texture=texture)
 
 
 def _sample_shapes(rng, n, centre_lo, centre_hi, radius_lo, radius_hi, on_prob):

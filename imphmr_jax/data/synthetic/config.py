@@ -13,6 +13,9 @@ from imphmr_jax.data import pose_sampler
 # Generator kinds folded into the random streams, so that single-view record i, multi-view person i
 # and video clip i never share a stream.
 KIND_SINGLE, KIND_MULTIVIEW, KIND_VIDEO = 0, 1, 2
+# Multi-view video person i (a motion clip seen by a ring of fixed cameras; multiview_video.py).
+KIND_MULTIVIEW_VIDEO = 3
+TEXTURES = ("flat", "procedural")
 _SPLIT_CODES = {"train": 0, "test": 1, "validation": 2}
 
 
@@ -56,6 +59,11 @@ class SyntheticConfig:
       video_orbit_prob: probability that a clip's camera orbits (else it is fixed).
       video_orbit_rate: orbit speed range, degrees/s.
       multiview_elevation_range: per-view elevation range, degrees.
+      texture: 'flat' (per-region colours blended per vertex, optional shirt stripes: the look of
+        the default, multiview and video datasets) or 'procedural' (per-pixel 3D textures on the
+        canonical rest-pose surface: prints, fabric grain, skin mottling, hair strands; see
+        :mod:`.texture`). The texture's draws come from a child stream of each record's generator,
+        so switching it changes the images only, never a label or another draw.
       seed: the train split's seed; other splits derive their streams from it (see the package doc).
     """
 
@@ -87,11 +95,15 @@ class SyntheticConfig:
     video_orbit_prob: float = 0.5
     video_orbit_rate: tuple = (5.0, 20.0)
     multiview_elevation_range: tuple = (-10.0, 30.0)
+    texture: str = "flat"
     seed: int = 0
 
     def __post_init__(self):
         if self.image_size < 16:
             raise ValueError(f"SyntheticConfig.image_size must be >= 16, got {self.image_size}")
+        if self.texture not in TEXTURES:
+            raise ValueError(f"SyntheticConfig.texture must be one of {TEXTURES}, got "
+                             f"{self.texture!r}")
         if self.image_format not in ("jpeg", "png"):
             raise ValueError(f"SyntheticConfig.image_format must be 'jpeg' or 'png', got "
                              f"{self.image_format!r}")

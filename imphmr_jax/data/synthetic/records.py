@@ -69,14 +69,17 @@ def keypoints_and_box(joints_cam, intrinsics, mask, size):
     """SPIN-49 keypoints (49, 3) and the SPIN box (center (2,), scale) of one sample.
 
     keypoints: the projection of the camera-frame SPIN joints (73-joint forward output rows
-    24:73), confidence 1 where in front of the camera and inside [0, size)^2, else 0.
+    24:73), confidence 1 where in front of the camera and inside the image, else 0.
     Box: the union of the silhouette's pixel bbox and the confident keypoints, centre in pixels,
     scale = 1.2 * max side / 200 (SPIN); the whole image if neither exists.
+    size: the side of a square image, or (height, width), pixels.
     """
+    height, width = (size, size) if np.ndim(size) == 0 else (size[0], size[1])
     spin = np.asarray(joints_cam, np.float64)[joint_sets.SPIN49_SLICE]
     uv, z = camera.project(spin[None], np.asarray(intrinsics, np.float64)[None])  # numpy float64
     uv, z = uv[0], z[0]
-    inside = (z > 0) & (uv[:, 0] >= 0) & (uv[:, 0] < size) & (uv[:, 1] >= 0) & (uv[:, 1] < size)
+    inside = ((z > 0) & (uv[:, 0] >= 0) & (uv[:, 0] < width) & (uv[:, 1] >= 0)
+              & (uv[:, 1] < height))
     kp = np.concatenate([uv, inside[:, None].astype(np.float64)], 1).astype(np.float32)
     xs, ys = list(uv[inside, 0]), list(uv[inside, 1])
     rows, cols = np.nonzero(mask)
@@ -84,7 +87,7 @@ def keypoints_and_box(joints_cam, intrinsics, mask, size):
         xs += [cols.min(), cols.max() + 1.0]
         ys += [rows.min(), rows.max() + 1.0]
     if not xs:
-        xs, ys = [0.0, float(size)], [0.0, float(size)]
+        xs, ys = [0.0, float(width)], [0.0, float(height)]
     x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
     center = np.array([(x0 + x1) / 2, (y0 + y1) / 2], np.float32)
     scale = np.float32(1.2 * max(x1 - x0, y1 - y0) / 200.0)

@@ -2,6 +2,11 @@
 (:mod:`imphmr_jax.render.rasterize`), Lambert shading over a procedural background, occluders and
 grain; and the fixed-shape batching the generators render through.
 
+Flat people (``Appearance.texture is None``) get per-vertex colours; textured people
+(``SyntheticConfig.texture = 'procedural'``) a per-pixel :mod:`.texture` evaluated at the canonical
+surface point. Whether a batch is textured is part of its pytree structure, so each case compiles
+its own program and the flat one is exactly the program it always was.
+
 One :class:`SceneRenderer` per body (:func:`get_renderer`). Images are (B, S, S, 3) uint8 RGB in
 the camera frame of :mod:`imphmr_jax.geometry.camera` (x right, y down, z forward, metres).
 """
@@ -17,6 +22,7 @@ import numpy as np
 
 import smpl_jax
 from smpl_jax.numerics import safe_div
+from imphmr_jax.data.synthetic import texture as _texture
 from imphmr_jax.data.synthetic.appearance import JOINT_REGION, REGIONS, Background, Look
 from imphmr_jax.render import rasterize as _raster
 from imphmr_jax.render import shading as _shading
@@ -116,19 +122,29 @@ def _vertex_colors(mesh: BodyMesh, region_colors, stripe, stripe_color):
     return jnp.clip(base * mesh.fabric[None, :, None], 0.0, 1.0)
 
 
-def _render_impl(mesh: BodyMesh, verts_cam, intr, look: Look, *, size, max_tiles) -> Rendered:
-    """Rasterize, shade over the background, paint occluders, add grain (all batched)."""
+def _render_impl(mesh: BodyMesh, verts_cam, intr, look: Look, rest_vertices=None, *, size,
+                 max_tiles) -> Rendered:
+    """Rasterize, shade over the background, paint occluders, add grain (all batched).
+
+    rest_vertices: (V, 3) template vertices, needed (only) when ``look.appearance.texture`` is set.
+    """
     app = look.appearance
     # The body is a closed, outward-wound mesh: culling back faces leaves the silhouette and the
     # visible surface unchanged and halves the rasterizer's work.
     frags = _raster.rasterize(verts_cam, mesh.faces, intr, size, size, near=_NEAR,
                               max_tiles=max_tiles, cull_backfaces=True)
     background = _background(look.background, size)
-    albedo = _vertex_colors(mesh, app.region_colors, app.stripe, app.stripe_color)
     shade = app.shade
-    image = _shading.shade(frags, verts_cam, mesh.faces, albedo,
-                           light=app.light[:, None, None, :], ambient=shade[:, 0, None, None],
-                           diffuse=shade[:, 1, None, None], background=background)
+    if app.texture is None:
+        albedo = _vertex_colors(mesh, app.region_colors, app.stripe, app.stripe_color)
+        image = _shading.shade(frags, verts_cam, mesh.faces, albedo,
+                               light=app.light[:, None, None, :], ambient=shade[:, 0, None, None],
+                               diffuse=shade[:, 1, None, None], background=background)
+    else:
+        image = _texture.shade(frags, verts_cam, mesh.faces, rest_vertices, mesh.region_weights,
+                               app.region_colors, app.texture, light=app.light[:, None, None, :],
+                               ambient=shade[:, 0, None, None], diffuse=shade[:, 1, None, None],
+                               background=background)
     image, occluded = paint_shapes(image, look.occluders, size)
     keys = jax.vmap(jax.random.key)(app.noise_seed)
     noise = jax.vmap(lambda k: jax.random.uniform(k, (size, size, 1), minval=-1.0,
@@ -162,8 +178,8 @@ class SceneRenderer:
     """Batched, jitted rendering of posed bodies with clothes, light, background and occluders.
 
     One instance per body (see :func:`get_renderer`); it holds the per-vertex region weights
-    (from the skinning weights), the rest-pose height used by shirt stripes, and a fixed per-vertex
-    fabric brightness jitter.
+    (from the skinning weights), the rest-pose height used by shirt stripes, a fixed per-vertex
+    fabric brightness jitter, and the template vertices procedural textures are evaluated on.
     """
 
     def __init__(self, body: str):
@@ -175,6 +191,7 @@ class SceneRenderer:
         self.rest_height = jnp.asarray(vt[:, 1], jnp.float32)
         fabric = np.random.default_rng(1234).uniform(0.93, 1.07, vt.shape[0])
         self.fabric = jnp.asarray(fabric, jnp.float32)
+        self.rest_vertices = jnp.asarray(vt, jnp.float32)
         self._forward = jax.jit(functools.partial(smpl_jax.forward, extra_joints=("spin49",)))
         # Mesh arrays travel as jit arguments (closing over them would bake large constants into
         # the program, which XLA then spends a long time folding).
@@ -209,7 +226,12 @@ class SceneRenderer:
                                               multiple=1, cull_backfaces=True)
                 max_tiles = max(max_tiles, 1024, 1 << (need - 1).bit_length())
                 self._budget[size] = max_tiles
-            out = self._render(self._mesh, verts_cam, intr, look, size=size, max_tiles=max_tiles)
+            if look.appearance.texture is None:
+                out = self._render(self._mesh, verts_cam, intr, look, size=size,
+                                   max_tiles=max_tiles)
+            else:
+                out = self._render(self._mesh, verts_cam, intr, look, self.rest_vertices,
+                                   size=size, max_tiles=max_tiles)
             out = jax.device_get(out)
             if not np.any(out.overflow != 0):
                 return out
@@ -238,6 +260,19 @@ def stack_rows(rows):
 
 def _chunk(x, start, stop, n):
     return pad_rows(x[start:stop], n)
+
+
+def forward_in_batches(renderer: SceneRenderer, pose, betas, batch_size: int):
+    """Vertices (N, V, 3) and joints (N, 73, 3) (``forward(..., extra_joints=('spin49',))``, no
+    translation) of (N, 24, 3) axis-angle poses and (N, 10) betas, in chunks of batch_size (the
+    last one padded), so one compiled program serves every chunk."""
+    verts, joints = [], []
+    for s in range(0, pose.shape[0], batch_size):
+        e = min(s + batch_size, pose.shape[0])
+        v, j = renderer.forward(pad_rows(pose[s:e], batch_size), pad_rows(betas[s:e], batch_size))
+        verts.append(v[: e - s])
+        joints.append(j[: e - s])
+    return np.concatenate(verts), np.concatenate(joints)
 
 
 def render_in_batches(renderer: SceneRenderer, verts_cam, intr, look: Look, size: int,

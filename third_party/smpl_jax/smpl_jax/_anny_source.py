@@ -353,7 +353,7 @@ def extra_regressors(j_regressor, mean, weights, vids):
     h36m_head = 0.25 * r[15] + 0.75 * top
     extra9 = np.stack([r[2], r[1], r[12], top, r[0], thorax, r[6], jaw, h36m_head])
     # SPIN's H36M-17 order: pelvis, left hip/knee/ankle, right hip/knee/ankle, spine, thorax,
-    # jaw, head, left shoulder/elbow/wrist, right shoulder/elbow/wrist (spec/imphmr.md §14).
+    # jaw, head, left shoulder/elbow/wrist, right shoulder/elbow/wrist (SPIN's order).
     h36m17 = np.stack([r[0], r[1], r[4], r[7], r[2], r[5], r[8], r[6], thorax, jaw, h36m_head,
                        r[16], r[18], r[20], r[17], r[19], r[21]])
     return extra9, h36m17

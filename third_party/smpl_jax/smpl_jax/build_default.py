@@ -73,5 +73,19 @@ def main(argv=None):
     return 0
 
 
+def _cli(argv=None) -> int:
+    """`main` with a file-system error (a folder that cannot be created, a path that is a file)
+    as one line on stderr; SMPL_JAX_DEBUG=1 (or IMPHMR_DEBUG=1) shows the traceback."""
+    try:
+        return main(argv)
+    except OSError as e:
+        debug = any(os.environ.get(v, "").strip().lower() not in ("", "0", "false", "no")
+                    for v in ("SMPL_JAX_DEBUG", "IMPHMR_DEBUG"))
+        if debug or not e.filename:
+            raise
+        print(f"error: {e.strerror or e}: {e.filename}", file=sys.stderr)
+        return 1
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_cli())

@@ -1,0 +1,121 @@
+"""Configs of NeuHMR's parts (ml_collections, locked like ImpHMR's: a misspelled field in a
+config file or on the command line is refused). `ghn_config()` is the generalizable human NeRF's
+training config; configs/neuhmr/*.py start from it. Numbers and their provenance:
+docs/neuhmr.md.
+"""
+from __future__ import annotations
+
+import ml_collections
+from ml_collections.config_dict import placeholder
+
+
+def ghn_config() -> ml_collections.ConfigDict:
+    """Φ^GHN trained on multi-view video (ZJU-MoCap-like): target image + n = 2 references."""
+    c = ml_collections.ConfigDict()
+    c.name = "ghn"
+
+    c.body = ml_collections.ConfigDict()
+    c.body.model = "default"          # any smpl_jax body: 'default', 'default-small', an SMPL path
+    c.body.num_betas = 10
+
+    g = c.ghn = ml_collections.ConfigDict()
+    g.feature_width = 64              # 𝓕: ResNet-18 stem width (ActorsNeRF: 64 -> 256-ch maps)
+    g.volume_resolution = 32          # 𝒯: 25×32³ skinning volume (HumanNeRF)
+    g.volume_embedding = 256
+    g.volume_widths = (512, 512, 256, 256)
+    g.prior = "gaussian_bones"        # | 'body_weights'
+    g.psi_width = 256                 # ψ (ActorsNeRF)
+    g.pe_octaves = 10                 # γ(x_c): 63-d with the input
+    g.num_samples = 64                # per ray in the posed box (HumanNeRF: 128)
+    g.box_margin = 0.3                # joints ± 0.3 m (HumanNeRF)
+    g.chunk = 1024                    # rays per rendering chunk (memory bound)
+    g.background = (0.0, 0.0, 0.0)    # ZJU-MoCap's masked black background
+
+    d = c.data = ml_collections.ConfigDict()
+    d.name = "synthetic_humans"
+    d.builder_config = "multiview_video"
+    d.data_dir = "~/tensorflow_datasets"
+    d.train_split = "train"
+    d.test_split = "test"
+    d.image_size = 128                # images are resized to this side when loaded (None: as built)
+    # Options of the dataset builder (`synthetic_humans/multiview_video`: people, frames, cameras,
+    # image size, body, seed; `zju_mocap`: root, subjects, cameras, frame stride).
+    d.builder_options = ml_collections.ConfigDict({"num_train": 12, "num_test": 4,
+                                                   "num_frames": 12, "num_views": 4})
+    d.n_refs = 2                      # n reference images per target (NeuHMR: 2)
+    d.same_camera = False             # references from the target's camera only
+    d.rays_per_image = 512
+    d.fraction_inside = 0.8           # rays drawn inside the mask; the rest around it
+    d.dilation = 8                    # pixels around the mask's box for the other rays
+
+    lo = c.loss = ml_collections.ConfigDict()
+    lo.mse = 1.0                      # on C (HumanNeRF: 0.2 with 1.0 LPIPS)
+    lo.occupancy_bce = 0.1            # W vs the mask
+    lo.ssim = 0.0                     # optional SSIM term on patches (dm-pix)
+    lo.num_patches = 2
+    lo.patch_size = 16
+    lo.volume_l1 = 0.0                # L1 on the skinning volume's residual (ActorsNeRF: 0.01)
+
+    t = c.train = ml_collections.ConfigDict()
+    t.seed = 0
+    t.batch_size = 4                  # targets per step (each with n references)
+    t.num_steps = 20_000
+    t.learning_rate = 5e-4            # HumanNeRF / ActorsNeRF
+    t.volume_lr_scale = 0.1           # HumanNeRF: 5e-5 for the weight volume
+    t.optimizer = "adam"
+    t.momentum = 0.9
+    t.schedule = "warmup_cosine"
+    t.warmup_steps = 200
+    t.weight_decay = 0.0
+    t.grad_clip = 1.0
+    t.log_every = 50
+    t.eval_every = 2000
+    t.checkpoint_every = 1000
+    t.keep_checkpoints = 3
+    t.nan_max_consecutive = 10
+    t.spike_factor = 100.0
+    t.spike_window = 50
+    t.progress = True
+
+    e = c.eval = ml_collections.ConfigDict()
+    e.max_targets = 16                # held-out (person, frame, camera) targets rendered in full
+    e.periodic_max_targets = 4
+    e.max_figures = 4
+    e.seed = 1
+    e.checkpoint = placeholder(str)   # eval_ghn: 'latest' or a step; None = latest
+    c.lock()
+    return c
+
+
+def ghn_synthetic_config() -> ml_collections.ConfigDict:
+    """The GHN on the synthetic multi-view video people at a CPU size (the NeuHMR default job's
+    renderer): the small default body, 64-px images, a narrow 𝓕 and ψ, 16³ volume."""
+    c = ghn_config()
+    c.name = "ghn_synthetic"
+    c.body.model = "default-small"
+    g = c.ghn
+    g.feature_width = 16
+    g.volume_resolution = 16
+    g.volume_embedding = 64
+    g.volume_widths = (128, 64, 32)
+    g.psi_width = 64
+    g.pe_octaves = 6
+    g.num_samples = 32
+    g.chunk = 512
+    d = c.data
+    d.data_dir = "out/neuhmr/data"
+    d.image_size = 64
+    d.builder_options = ml_collections.ConfigDict({
+        "num_train": 24, "num_test": 4, "num_frames": 12, "num_views": 4, "image_size": 64,
+        "body": "default-small", "seed": 0})
+    d.rays_per_image = 384
+    d.dilation = 4
+    t = c.train
+    t.batch_size = 4
+    t.num_steps = 3000
+    t.learning_rate = 1e-3
+    t.warmup_steps = 100
+    t.log_every = 25
+    t.eval_every = 1000
+    t.checkpoint_every = 500
+    return c
