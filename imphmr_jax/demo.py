@@ -279,6 +279,10 @@ def process_image(image_path: str, out_dir: str, predictor, loaded, boxes: Optio
     image = read_image(image_path)
     box = boxes.lookup(image_path) if boxes is not None else None
     preds = predictor.predict(image, box, focal_length=focal_length)
+    for k, p in enumerate(preds):
+        if not (np.all(np.isfinite(p.vertices_cam)) and np.all(np.isfinite(p.pose))):
+            raise cli.InputError(f"the model's prediction for person {k} is not finite "
+                                 "(NaN or inf): are the weights and the config a match?")
     faces = np.asarray(loaded.body.faces)
     os.makedirs(out_dir, exist_ok=True)
     overlay = figures.full_image_overlay(

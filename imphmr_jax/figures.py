@@ -5,7 +5,12 @@ Camera conventions (SPIN, `imphmr_jax.geometry.camera`): x right, y down, z forw
 predicted weak-perspective camera [s, tx, ty] is drawn with SPIN's renderer setting: focal length
 5000 px, principal point at the image centre and translation [tx, ty, 2·5000/(res·s)], res = the
 crop's side in pixels (the projection then equals s·(X_xy + t_xy) in [-1, 1] crop units for any
-res).
+res). Sheets of several images (`labelled_sheet`, `mesh_overlay_grid`) are drawn at a readable
+size: small crops upsampled to >= 192 px with their meshes rendered at that size, gaps, a label
+per tile. `full_image_overlay` draws meshes over a whole photo with its full-perspective camera.
+
+Why one module: every picture the project writes for a person to look at, sharing one camera
+setting, one sheet layout and the headless plotting set-up; each function is short.
 """
 from __future__ import annotations
 

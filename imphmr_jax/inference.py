@@ -34,6 +34,10 @@ crop's own focal length in photo pixels), a fraction of a pixel at SPIN's large 
 defaults to the project's focal length scaled to the photo, 5000·max(H, W)/224
 (`default_focal_length`), one camera for every person of a photo; then the whole-image crop is
 reproduced exactly. Pass the real focal length when it is known.
+
+Why one module: it is the single entry point for running a trained model on pictures (the demo
+and NeuHMR's initialisation use it); its parts (crops, the camera conversion, the predictor, the
+loader) are short and always used together.
 """
 from __future__ import annotations
 

@@ -67,10 +67,6 @@ def test_obj_round_trip(tmp_path):
     text = open(path).read().splitlines()
     assert text[1].startswith("v ") and text[-1].startswith("f ")
     assert min(int(x) for line in text if line.startswith("f ") for x in line.split()[1:]) >= 1
-    trimesh = pytest.importorskip("trimesh")
-    mesh = trimesh.load(str(path), process=False, maintain_order=True)
-    np.testing.assert_allclose(np.asarray(mesh.vertices), verts, rtol=1e-7, atol=0)
-    np.testing.assert_array_equal(np.asarray(mesh.faces), faces)
 
 
 def test_read_obj_other_writers(tmp_path):
@@ -111,11 +107,23 @@ def test_ply_round_trip(tmp_path, binary):
     # float colours in [0, 1] are scaled and rounded
     export.write_ply(tmp_path / "fc.ply", verts, faces, colors / 255.0, binary=binary)
     np.testing.assert_array_equal(_read_ply(tmp_path / "fc.ply")[2], colors)
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_trimesh_reads_what_we_write(tmp_path, binary):
+    """trimesh (an independent reader; not a dependency) loads the same mesh from OBJ and PLY."""
     trimesh = pytest.importorskip("trimesh")
-    mesh = trimesh.load(str(path), process=False, maintain_order=True)
-    np.testing.assert_allclose(np.asarray(mesh.vertices), verts, rtol=1e-7, atol=0)
-    np.testing.assert_array_equal(np.asarray(mesh.faces), faces)
-    np.testing.assert_array_equal(np.asarray(mesh.visual.vertex_colors)[:, :3], colors)
+    verts, faces = _mesh(3)
+    colors = np.random.default_rng(4).integers(0, 256, size=verts.shape).astype(np.uint8)
+    paths = [export.write_ply(tmp_path / "m.ply", verts, faces, colors, binary=binary)]
+    if binary:
+        paths.append(export.write_obj(tmp_path / "m.obj", verts, faces))
+    for path in paths:
+        mesh = trimesh.load(str(path), process=False, maintain_order=True)
+        np.testing.assert_allclose(np.asarray(mesh.vertices), verts, rtol=1e-7, atol=0)
+        np.testing.assert_array_equal(np.asarray(mesh.faces), faces)
+    ply = trimesh.load(str(paths[0]), process=False, maintain_order=True)
+    np.testing.assert_array_equal(np.asarray(ply.visual.vertex_colors)[:, :3], colors)
 
 
 # ------------------------------------------------------------------------------- parameters

@@ -254,6 +254,12 @@ def test_builder_loader_and_cross_pose_triplets(recs, tmp_path):
     assert np.all(people.view[same[:, 1:]] == people.view[same[:, :1]])
     with pytest.raises(ValueError, match="at most 3 frames"):
         mvv.sample_triplets(np.random.default_rng(0), people, 1, n_refs=7)
+    # lazy: the same arrays, decoded when indexed
+    lazy = mvv.load_people(src, lazy=True)
+    assert lazy.images.shape == people.images.shape and lazy.masks.shape == people.masks.shape
+    np.testing.assert_array_equal(lazy.images[tri[:4]], people.images[tri[:4]])
+    np.testing.assert_array_equal(lazy.masks[tri[:4]], people.masks[tri[:4]])
+    np.testing.assert_array_equal(mvv.resize(lazy, SIZE // 2).K, mvv.resize(people, SIZE // 2).K)
     # resize: area-averaged images, K scaled with the +0.5 pixel centres
     half = mvv.resize(people, SIZE // 2)
     assert half.images.shape == (n, SIZE // 2, SIZE // 2, 3)

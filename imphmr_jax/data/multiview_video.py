@@ -11,6 +11,9 @@ and `video` configs, which have one frame per person or one camera per clip).
     idx = sample_triplets(np.random.default_rng(0), people, batch=4, n_refs=2)   # (4, 3)
     people.images[idx]                                                      # (4, 3, H, W, 3)
 
+``load_people(..., lazy=True)`` keeps the images encoded and decodes what is indexed (large
+splits such as ZJU-MoCap at 512 px).
+
 Conventions: world frame of the dataset (y up for the synthetic people; ZJU-MoCap's own), metres;
 world -> camera X_c = R X_w + t; K maps camera points to pixel coordinates in which pixel
 (row i, col j) has its centre at (j + 0.5, i + 0.5) (the project's convention, :mod:`imphmr_jax.
@@ -35,11 +38,12 @@ _NEEDED = ("image", "mask", "intrinsics", "extrinsics", "pose_world", "betas", "
            "sequence", "frame", "view")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class People:
     """A multi-view video split in host memory, N records sorted by (person, frame, view).
 
-    images (N, H, W, 3) uint8 RGB; masks (N, H, W) bool silhouettes; K (N, 3, 3) float32
+    images (N, H, W, 3) uint8 RGB; masks (N, H, W) bool silhouettes (numpy, or
+    :class:`EncodedImages` decoding on indexing when loaded with ``lazy=True``); K (N, 3, 3) float32
     intrinsics (pixel centres at +0.5); R (N, 3, 3), t (N, 3) float32 world -> camera; pose
     (N, 24, 3) float32 world axis-angle; betas (N, NB) float32; transl (N, 3) float32 world SMPL
     translation; person (N,) int32 (the records' `sequence`: synthetic person id or ZJU subject
@@ -113,10 +117,58 @@ def _as_hw(size) -> Optional[tuple[int, int]]:
     return (int(size), int(size)) if np.ndim(size) == 0 else (int(size[0]), int(size[1]))
 
 
+class EncodedImages:
+    """A split's images (mode 'RGB') or masks (mode 'L') kept as their encoded bytes and decoded
+    when indexed: stands in for the decoded (N, H, W, 3) uint8 / (N, H, W) bool array (``shape``,
+    ``len``, indexing with an int, a slice or an integer array of any shape), so that splits too
+    large to hold decoded (ZJU-MoCap at 512 px: ~0.8 MB per image) can be sampled from.
+
+    data: (N,) object array of encoded PNG/JPEG bytes; size: (H, W) every item is decoded to
+    (resized when stored at another size, as :func:`load_people`'s ``image_size``).
+    """
+
+    def __init__(self, data: np.ndarray, mode: str, size: tuple[int, int]):
+        if mode not in ("RGB", "L"):
+            raise ValueError(f"EncodedImages mode must be 'RGB' or 'L', got {mode!r}")
+        self.data, self.mode, self.size = data, mode, (int(size[0]), int(size[1]))
+
+    @property
+    def shape(self) -> tuple:
+        return (len(self.data),) + self.size + ((3,) if self.mode == "RGB" else ())
+
+    @property
+    def dtype(self):
+        return np.dtype(np.uint8 if self.mode == "RGB" else bool)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def _one(self, data) -> np.ndarray:
+        out = _decode(data, self.mode, self.size)
+        return out if self.mode == "RGB" else out > 127
+
+    def __getitem__(self, index) -> np.ndarray:
+        sel = self.data[index]
+        if not isinstance(sel, np.ndarray):  # one item
+            return self._one(sel)
+        flat = [self._one(d) for d in sel.reshape(-1)]
+        if not flat:
+            return np.zeros(sel.shape + self.shape[1:], self.dtype)
+        return np.stack(flat).reshape(sel.shape + self.shape[1:])
+
+    def resized(self, size) -> "EncodedImages":
+        """The same items decoded at another (H, W)."""
+        return EncodedImages(self.data, self.mode, _as_hw(size))
+
+
 def load_people(source, *, split: str = "train", data_dir=None,
                 builder_config: Optional[str] = None, builder_options: Optional[dict] = None,
                 build_if_missing: bool = False, image_size=None, max_records: Optional[int] = None,
-                progress: bool = False) -> People:
+                lazy: bool = False, progress: bool = False) -> People:
     """Read a built multi-view video split into host memory, sorted by (person, frame, view).
 
     Args:
@@ -130,10 +182,13 @@ def load_people(source, *, split: str = "train", data_dir=None,
       image_size: None (as stored), a side S or (H, W): images and masks are resized when read and
         K scaled accordingly (see :func:`resize`).
       max_records: read only the first records of the source (tests, quick looks).
+      lazy: keep images and masks encoded (:class:`EncodedImages`, decoded when indexed) instead
+        of decoding the split into memory; indexing gives the same arrays.
     Returns:
       :class:`People`. InputError when the records lack the multi-view video fields or images
       differ in size (pass image_size).
     """
+    builder_config = builder_config or None  # '' (a config without builder configs) = none
     if isinstance(source, (str, os.PathLike)):
         from imphmr_jax.data import builders  # TFDS only when a dataset is opened by name
 
@@ -157,16 +212,22 @@ def load_people(source, *, split: str = "train", data_dir=None,
                          "video dataset (synthetic_humans/multiview_video or zju_mocap)")
     cols = {k: [] for k in _NEEDED}
     scale = []
+    first_size = None
     for i in tqdm(range(n), desc="load people", disable=not progress, mininterval=1.0):
         rec = first if i == 0 else source[i]
-        img = _decode(rec["image"], "RGB", size)
-        if size is None and i and img.shape[:2] != cols["image"][0].shape[:2]:
-            raise InputError(f"load_people: record {i} has image size {img.shape[:2]}, record 0 "
-                             f"{cols['image'][0].shape[:2]}; pass image_size")
-        stored = Image.open(io.BytesIO(bytes(rec["image"]))).size  # (W, H) as built
-        scale.append((img.shape[1] / stored[0], img.shape[0] / stored[1]))
-        cols["image"].append(img)
-        cols["mask"].append(_decode(rec["mask"], "L", size) > 127)
+        w, h = Image.open(io.BytesIO(bytes(rec["image"]))).size  # as built; header only
+        first_size = first_size or (h, w)
+        if size is None and (h, w) != first_size:
+            raise InputError(f"load_people: record {i} has image size {(h, w)}, record 0 "
+                             f"{first_size}; pass image_size")
+        out_h, out_w = size or first_size
+        scale.append((out_w / w, out_h / h))
+        if lazy:
+            cols["image"].append(bytes(rec["image"]))
+            cols["mask"].append(bytes(rec["mask"]))
+        else:
+            cols["image"].append(_decode(rec["image"], "RGB", (out_h, out_w)))
+            cols["mask"].append(_decode(rec["mask"], "L", (out_h, out_w)) > 127)
         for k in _NEEDED[2:]:
             cols[k].append(np.asarray(rec[k]))
     intr = np.stack(cols["intrinsics"]).astype(np.float64)
@@ -177,8 +238,16 @@ def load_people(source, *, split: str = "train", data_dir=None,
     frame = np.stack(cols["frame"]).astype(np.int32)
     view = np.stack(cols["view"]).astype(np.int32)
     order = np.lexsort((view, frame, person))
+    if lazy:
+        data = {k: np.empty(n, object) for k in ("image", "mask")}
+        for k in data:
+            data[k][:] = cols[k]
+        images = EncodedImages(data["image"][order], "RGB", size or first_size)
+        masks = EncodedImages(data["mask"][order], "L", size or first_size)
+    else:
+        images, masks = np.stack(cols["image"])[order], np.stack(cols["mask"])[order]
     return People(
-        images=np.stack(cols["image"])[order], masks=np.stack(cols["mask"])[order],
+        images=images, masks=masks,
         K=intrinsics_matrix(intr)[order], R=ext[order, :, :3], t=ext[order, :, 3],
         pose=np.stack(cols["pose_world"]).astype(np.float32).reshape(n, 24, 3)[order],
         betas=np.stack(cols["betas"]).astype(np.float32)[order],
@@ -195,15 +264,18 @@ def resize(people: People, image_size) -> People:
     h0, w0 = people.image_size
     if (h, w) == (h0, w0):
         return people
+    K = people.K.copy()
+    K[:, 0] *= w / w0
+    K[:, 1] *= h / h0
+    if isinstance(people.images, EncodedImages):  # decoded at the new size from the stored bytes
+        return dataclasses.replace(people, images=people.images.resized((h, w)),
+                                   masks=people.masks.resized((h, w)), K=K)
     down = h <= h0 and w <= w0
     method = Image.Resampling.BOX if down else Image.Resampling.BILINEAR
     images = np.stack([np.asarray(Image.fromarray(im).resize((w, h), method))
                        for im in people.images])
     masks = np.stack([np.asarray(Image.fromarray(np.where(m, 255, 0).astype(np.uint8))
                                  .resize((w, h), method)) > 127 for m in people.masks])
-    K = people.K.copy()
-    K[:, 0] *= w / w0
-    K[:, 1] *= h / h0
     return dataclasses.replace(people, images=images, masks=masks, K=K)
 
 

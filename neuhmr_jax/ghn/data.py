@@ -30,7 +30,7 @@ def load_split(config, split: str) -> People:
     data_dir, builder_options, image_size), built on first use."""
     d = config.data
     return multiview_video.load_people(
-        d.name, builder_config=d.builder_config, split=split,
+        d.name, builder_config=d.builder_config or None, split=split,
         data_dir=os.path.expanduser(d.data_dir), builder_options=dict(d.builder_options),
         build_if_missing=True, image_size=d.image_size or None)
 

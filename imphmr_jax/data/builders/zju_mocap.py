@@ -80,7 +80,7 @@ from PIL import Image
 from scipy.spatial.transform import Rotation
 from tqdm import tqdm
 
-from imphmr_jax.cli import InputError
+from imphmr_jax.cli import InputError, expand_path
 from imphmr_jax.data import schema
 from imphmr_jax.data.builders.base import (BadImageError, Counts, HumanBuilder, encode_jpeg,
                                            encode_mask, read_image_file)
@@ -433,8 +433,8 @@ class ZjuMocap(HumanBuilder):
             "max_frames": None if max_frames is None else int(max_frames),
             "image_scale": None if image_size is not None else float(image_scale),
             "image_size": None if image_size is None else int(image_size),
-            "undistort": bool(undistort), "body": str(body),
-            "j_regressor_extra": j_regressor_extra, "params_dir": params_dir,
+            "undistort": bool(undistort), "body": expand_path(str(body)),
+            "j_regressor_extra": expand_path(j_regressor_extra), "params_dir": params_dir,
             "jpeg_quality": int(jpeg_quality)}
         self._scanned: Optional[tuple] = None
         super().__init__(**kwargs)
