@@ -276,8 +276,9 @@ def test_in_process_clis_one_line(tmp_path, capsys, monkeypatch):
 def test_converted_weights_errors_name_the_file(tmp_path):
     from imphmr_jax import convert, pretrained
 
-    variables = {"params": {"backbone": {"conv1": {"kernel": np.zeros((3, 3, 3, 8))}},
-                            "regressor": {"fc1": {"kernel": np.zeros((4, 2))}}},
+    z = lambda *shape: np.zeros(shape, np.float32)  # noqa: E731
+    variables = {"params": {"backbone": {"conv1": {"kernel": z(3, 3, 3, 8)}},
+                            "regressor": {"fc1": {"kernel": z(4, 2)}}},
                  "batch_stats": {"backbone": {}}}
     resnet = str(tmp_path / "resnet.npz")
     convert.save_npz(resnet, {"params": {"conv1": {"kernel": np.zeros((7, 7, 3, 64))}}})

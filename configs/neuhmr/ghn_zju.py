@@ -27,6 +27,7 @@ def get_config():
         "root": "~/data/zju_mocap", "body": "~/smpl/SMPL_NEUTRAL.pkl",
         "train_subjects": ("313", "315", "377", "386", "390", "392", "396"),
         "test_subjects": ("387", "393", "394"), "frame_stride": 1, "image_scale": 0.5})
+    d.lazy_images = True              # ~225k images at stride 1: decode per batch, not up front
     d.same_camera = True              # ActorsNeRF draws references from the target's camera
     d.rays_per_image = 1024
     c.train.batch_size = 4

@@ -32,7 +32,8 @@ def load_split(config, split: str) -> People:
     return multiview_video.load_people(
         d.name, builder_config=d.builder_config or None, split=split,
         data_dir=os.path.expanduser(d.data_dir), builder_options=dict(d.builder_options),
-        build_if_missing=True, image_size=d.image_size or None)
+        build_if_missing=True, image_size=d.image_size or None, lazy=bool(d.lazy_images),
+        progress=True)
 
 
 def composite(images_uint8, masks, background) -> np.ndarray:

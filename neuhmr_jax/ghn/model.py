@@ -40,6 +40,9 @@ class GHNConfig:
     volume_embedding, volume_widths: the volume decoder's constant code size and layer widths.
     prior: 'gaussian_bones' (HumanNeRF's bone Gaussians) or 'body_weights' (the body's skinning
       weights at the nearest rest vertex) as the volume's log-prior.
+    learn_volume: learn the skinning volume (HumanNeRF, ActorsNeRF); False uses the prior itself
+      (the decoder's parameters stay unused), which with 'body_weights' is exact for an unclothed
+      body and makes a training step several times cheaper (no derivative through the warps).
     psi_width, pe_octaves: ψ's width and the octaves of γ(x_c).
     num_samples: stratified samples per ray inside the posed box.
     box_margin: metres added around the joints for the posed (observation) and canonical boxes.
@@ -52,6 +55,7 @@ class GHNConfig:
     volume_embedding: int = 256
     volume_widths: tuple = (512, 512, 256, 256)
     prior: str = "gaussian_bones"
+    learn_volume: bool = True
     psi_width: int = 256
     pe_octaves: int = 10
     num_samples: int = 64
@@ -148,6 +152,8 @@ class GHN:
     def skinning_weights(self, params) -> jax.Array:
         """The 25×R³ skinning-weight volume W (channels sum to 1)."""
         v = params["volume"]
+        if not self.config.learn_volume:
+            return jax.nn.softmax(v["prior"], axis=0)  # = the prior, renormalised
         return self.skinning.apply({"params": v["params"]}, v["prior"])
 
     def encode(self, params, images) -> jax.Array:
