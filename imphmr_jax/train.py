@@ -43,7 +43,7 @@ from imphmr_jax.pretrained import with_pretrained
 from imphmr_jax.training import checkpoint as ckpt_lib
 from imphmr_jax.training import sharding, startup, state as state_lib, writer as writer_lib
 from imphmr_jax.training.optim import make_optimizer
-from imphmr_jax.training.spikes import SpikeMonitor
+from imphmr_jax.training.loop import Periodic, train_loop
 from imphmr_jax.training.state import NonFiniteError, TrainState  # noqa: F401  (public names)
 
 TRAIN_KEYS = ("image", "keypoints_2d", "joints_3d", "pose", "betas", "has_smpl", "has_pose_3d")
@@ -274,56 +274,30 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
     body_dev = jax.device_put(body, sharding.replicated(mesh))
     writer = writer_lib.MetricWriter(workdir, enabled=is_main)
-    writer.truncate_after(start)  # rows of steps this run computes again after a resume
-    means = writer_lib.RunningMeans()
-    spikes = SpikeMonitor(factor=config.train.spike_factor, window=config.train.spike_window)
-    train_step = None
     num_steps = int(config.train.num_steps)
-    last_eval, last_eval_step = None, None
-    pbar = writer_lib.progress_bar(num_steps, start, enabled=is_main and config.train.progress)
-    try:
-        for step in range(start, num_steps):
-            local = next(data_iter)
-            batch = sharding.global_batch(local, mesh, TRAIN_KEYS)
-            if train_step is None:
-                tiles = 0
-                if uses_views(config) and config.model.use_decoder:
-                    # Static under jit, so every process must agree: the max over processes.
-                    tiles = startup.max_over_processes(
-                        silhouette_tile_budget(body, local, config))
-                train_step = make_train_step(config, model, tx, mesh, state_sh,
-                                             silhouette_tiles=tiles)
-            state, metrics = train_step(state, batch, body_dev)
-            m = jax.device_get(metrics)
-            done = step + 1
-            state_lib.check_nonfinite_streak(m, state, done, config.train.nan_max_consecutive,
-                                             workdir, writer)
-            means.add(m)
-            for line in spikes.check(done, m):
-                writer_lib.console(f"spike: {line}", pbar, enabled=is_main)
-            if pbar is not None:
-                pbar.update(1)
-                pbar.set_postfix(loss=f"{float(m['loss']):.3g}")
-            if done % config.train.log_every == 0 or done == num_steps:
-                scalars = means.flush()
-                if scalars:
-                    scalars["nonfinite_total"] = float(jax.device_get(state.nonfinite_total))
-                    scalars["spikes_total"] = float(spikes.total)
-                    writer.write(done, scalars, "train/")
-            if done % config.train.checkpoint_every == 0 or done == num_steps:
-                manager.save(done, state, data_iter.get_state())
-            if config.train.eval_every and (done % config.train.eval_every == 0):
-                last_eval = evaluate(state.variables(),
-                                     max_examples=config.eval.periodic_max_examples)
-                last_eval_step = done
-                writer.write(done, writer_lib.scalar_summary(last_eval), "eval/")
-                best.update(done, state, last_eval["metrics"]["pa_mpjpe"])
-            if step_hook is not None:
-                step_hook(done)
-    finally:
-        if pbar is not None:
-            pbar.close()
-        manager.wait()
+    evals = {"last": None, "step": None}
+
+    def make_step(local):
+        tiles = 0
+        if uses_views(config) and config.model.use_decoder:
+            # Static under jit, so every process must agree: the max over processes.
+            tiles = startup.max_over_processes(silhouette_tile_budget(body, local, config))
+        step_fn = make_train_step(config, model, tx, mesh, state_sh, silhouette_tiles=tiles)
+        return lambda st, batch: step_fn(st, batch, body_dev)
+
+    def periodic_eval(done, st):
+        evals["last"] = evaluate(st.variables(), max_examples=config.eval.periodic_max_examples)
+        evals["step"] = done
+        writer.write(done, writer_lib.scalar_summary(evals["last"]), "eval/")
+        best.update(done, st, evals["last"]["metrics"]["pa_mpjpe"])
+
+    state = train_loop(
+        state, make_step, data_iter, train_config=config.train, workdir=workdir,
+        manager=manager, writer=writer,
+        to_global=lambda local: sharding.global_batch(local, mesh, TRAIN_KEYS),
+        periodic=[Periodic(config.train.eval_every, periodic_eval)], step_hook=step_hook,
+        is_main=is_main)
+    last_eval, last_eval_step = evals["last"], evals["step"]
     if last_eval_step != num_steps:
         # `best/` compares like with like: the periodic evaluation's samples at every candidate.
         last_eval = evaluate(state.variables(), max_examples=config.eval.periodic_max_examples)

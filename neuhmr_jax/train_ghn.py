@@ -18,7 +18,6 @@ from typing import Callable, Optional
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 
 from imphmr_jax.training import checkpoint as ckpt_lib
