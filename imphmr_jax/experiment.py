@@ -74,6 +74,8 @@ def synthetic_options(config) -> dict:
     s = config.data.synthetic
     out = {k: float(s[k]) for k in ("background_clutter", "occluder_prob", "truncation_prob",
                                      "facing_prob") if s.get(k) is not None}
+    if s.get("seed") is not None:
+        out["seed"] = int(s.seed)
     if s.get("pose_weights") is not None:
         weights = dict(s.pose_weights)
         unknown = sorted(set(weights) - set(pose_sampler.FAMILIES))

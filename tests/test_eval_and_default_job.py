@@ -74,6 +74,16 @@ def test_default_job_end_to_end_tiny(data_dir, tmp_path):
     assert "mean-pose baseline" in text and "PA-MPJPE" in text
     assert os.path.exists(tmp_path / "job" / "train" / "eval" / "synthetic" / "figures" /
                           "imagination_0.png")
+    # The harder held-out splits: other people (another seed), their own options, in the table.
+    assert set(summary["harder_splits"]) == set(default_job.HARDER_SPLITS)
+    for name, h in summary["harder_splits"].items():
+        assert h["trained"]["count"] == 6 == h["baseline"]["count"]
+        assert np.isfinite(h["pa_mpjpe_reduction"])
+        assert f"ImpHMR, {name}" in text
+    busy = builders.build_metadata("synthetic_humans", str(tmp_path / "job" /
+                                                           "data_busier_backgrounds"))
+    assert busy["options"]["synthetic_options"]["background_clutter"] == 0.5
+    assert "machine" in text
 
 
 def test_mean_pose_is_a_proper_rotation_average():
