@@ -46,7 +46,7 @@ import dataclasses
 import functools
 import json
 import os
-from typing import Any, Mapping, NamedTuple, Optional, Sequence
+from typing import Any, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -520,33 +520,17 @@ def load_config(spec) -> ml_collections.ConfigDict:
     raise ConfigError(f"config {spec} must be a .py experiment file, a config.json or a workdir")
 
 
-def _flat_shapes(tree, prefix=""):
-    out = {}
-    for k, v in tree.items():
-        key = f"{prefix}/{k}" if prefix else str(k)
-        if isinstance(v, Mapping):
-            out.update(_flat_shapes(v, key))
-        else:
-            out[key] = tuple(np.shape(v))
-    return out
-
-
 def check_variables(model, variables, config, where: str) -> None:
     """InputError naming up to five parameters when `variables` do not fit `model` (a checkpoint
     of another config)."""
     from imphmr_jax.models.build import init_variables
-    want = _flat_shapes(jax.eval_shape(
+    from imphmr_jax.training.checkpoint import tree_differences
+    want = jax.eval_shape(
         lambda k: init_variables(model, k, int(config.data.img_res), int(config.train.num_views)),
-        jax.random.key(0)))
-    have = _flat_shapes({k: variables.get(k, {}) for k in ("params", "batch_stats")})
-    diff = []
-    for key in sorted(set(want) | set(have)):
-        if key not in have:
-            diff.append(f"{key}: missing")
-        elif key not in want:
-            diff.append(f"{key}: not in the model")
-        elif want[key] != have[key]:
-            diff.append(f"{key}: stored {have[key]}, model {want[key]}")
+        jax.random.key(0))
+    diff = tree_differences({k: want.get(k, {}) for k in ("params", "batch_stats")},
+                            {k: variables.get(k, {}) for k in ("params", "batch_stats")},
+                            source="weights")
     if diff:
         more = f" (and {len(diff) - 5} more)" if len(diff) > 5 else ""
         raise InputError(f"the weights in {where} do not fit this config's model: "

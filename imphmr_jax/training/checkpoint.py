@@ -44,6 +44,22 @@ def _flat_shapes(tree, prefix=()) -> dict:
     return {prefix: tuple(getattr(tree, "shape", ()))}
 
 
+def tree_differences(want: Any, have: Any, prefix=(), *, source: str = "checkpoint") -> list[str]:
+    """Lines 'path: <source> (32,), model (16,)' / 'path: not in the <source>' / 'path: in the
+    <source>, not in the model' for two nested dicts of arrays (or shape structs / metadata)."""
+    w, h = _flat_shapes(want, tuple(prefix)), _flat_shapes(have, tuple(prefix))
+    out = []
+    for path in sorted(set(w) | set(h)):
+        where = "/".join(path)
+        if path not in h:
+            out.append(f"{where}: not in the {source}")
+        elif path not in w:
+            out.append(f"{where}: in the {source}, not in the model")
+        elif w[path] != h[path]:
+            out.append(f"{where}: {source} {h[path]}, model {w[path]}")
+    return out
+
+
 def shape_mismatches(target: Any, stored: Any, limit: int = 5) -> list[str]:
     """Differences between the model trees (`params`, `batch_stats`) of a target state and a
     checkpoint's metadata: 'path: checkpoint (32,), model (16,)' / missing / unexpected lines."""
@@ -53,15 +69,7 @@ def shape_mismatches(target: Any, stored: Any, limit: int = 5) -> list[str]:
         have = stored.get(name) if hasattr(stored, "get") else None
         if want is None or have is None:
             continue
-        w, h = _flat_shapes(want, (name,)), _flat_shapes(have, (name,))
-        for path in sorted(set(w) | set(h)):
-            where = "/".join(path)
-            if path not in h:
-                out.append(f"{where}: not in the checkpoint")
-            elif path not in w:
-                out.append(f"{where}: in the checkpoint, not in the model")
-            elif w[path] != h[path]:
-                out.append(f"{where}: checkpoint {h[path]}, model {w[path]}")
+        out += tree_differences(want, have, (name,))
     return out[:limit] + ([f"... and {len(out) - limit} more"] if len(out) > limit else [])
 
 
