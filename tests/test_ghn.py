@@ -166,3 +166,36 @@ def test_render_and_compare_loss_is_lowest_at_the_true_pose(people):
     rec = ps.recovery_study(ghn, variables, people, config, num_targets=2, steps=30,
                             learning_rate=0.02, joints=joints)
     assert rec["error_after_mm"] < 0.5 * rec["error_before_mm"], rec["rows"]
+
+
+def test_patch_pixels_are_whole_patches_around_the_person():
+    mask = np.zeros((SIZE, SIZE), bool)
+    mask[10:20, 12:16] = True
+    px = np.asarray(ghn_data.patch_pixels(jax.random.PRNGKey(0), jnp.asarray(mask), 3, 8))
+    assert px.shape == (3 * 64, 2)
+    for p in px.reshape(3, 8, 8, 2):
+        cols, rows = p[..., 0] - 0.5, p[..., 1] - 0.5
+        # row-major 8x8 blocks of whole pixels, inside the image, centred near the mask's box
+        np.testing.assert_array_equal(cols, cols[0][None, :].repeat(8, 0))
+        np.testing.assert_array_equal(rows, rows[:, 0][:, None].repeat(8, 1))
+        assert np.all(np.diff(cols[0]) == 1) and np.all(np.diff(rows[:, 0]) == 1)
+        assert cols.min() >= 0 and cols.max() < SIZE and rows.min() >= 0 and rows.max() < SIZE
+        assert 10 - 4 <= rows.mean() <= 19 + 4 and 12 - 4 <= cols.mean() <= 15 + 4
+
+
+def test_ssim_term_enters_the_loss(setup, people):
+    """With loss.ssim > 0 the step renders square patches and adds ssim·(1 − SSIM)."""
+    from neuhmr_jax.train_ghn import ghn_losses
+    config, ghn, variables, _ = setup
+    batch = ghn_data.assemble(people, ghn_data.sample_triplets(np.random.default_rng(1), people,
+                                                               2), config.ghn.background)
+    config = tiny_config()
+    config.loss.ssim = 0.5
+    config.loss.num_patches = 1
+    config.loss.patch_size = 8
+    loss, terms = jax.jit(lambda v, b: ghn_losses(ghn, v, b, jax.random.PRNGKey(0), config,
+                                                  (SIZE, SIZE)))(variables, batch)
+    assert -1.0 <= float(terms["ssim"]) <= 1.0
+    want = (config.loss.mse * terms["mse"] + config.loss.occupancy_bce * terms["occupancy_bce"]
+            + 0.5 * (1.0 - terms["ssim"]))
+    np.testing.assert_allclose(float(loss), float(want), rtol=1e-5)
