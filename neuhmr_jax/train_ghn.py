@@ -133,7 +133,8 @@ def make_train_step(ghn: GHN, config, tx, mesh, state_shardings, image_size):
 
 def train_ghn(config: ml_collections.ConfigDict, workdir: str, *, people=None, test_people=None,
               step_hook: Optional[Callable[[int], None]] = None) -> dict:
-    """Train in `workdir` (resuming from its latest checkpoint); returns dict(state, eval, step).
+    """Train in `workdir` (resuming from its latest checkpoint); returns dict(state, eval, step)
+    (eval: the final evaluation on config.eval.max_targets held-out targets; None when 0).
 
     people / test_people: optional `ghn_data.People` instead of the config's dataset splits
     (tests, notebooks).
@@ -192,10 +193,12 @@ def train_ghn(config: ml_collections.ConfigDict, workdir: str, *, people=None, t
         periodic=[Periodic(config.train.eval_every, periodic_eval)], step_hook=step_hook,
         is_main=is_main, desc="train GHN")
     variables = join_variables(state.params, state.batch_stats)
-    final = evaluate(variables, max_targets=config.eval.max_targets,
-                     out_dir=os.path.join(workdir, "eval") if is_main else None,
-                     max_figures=config.eval.max_figures)
-    writer.write(int(config.train.num_steps), final["metrics"], "final_eval/")
+    final = None
+    if config.eval.max_targets > 0:  # 0: no final evaluation (tests)
+        final = evaluate(variables, max_targets=config.eval.max_targets,
+                         out_dir=os.path.join(workdir, "eval") if is_main else None,
+                         max_figures=config.eval.max_figures)
+        writer.write(int(config.train.num_steps), final["metrics"], "final_eval/")
     writer.close()
     if is_main:
         writer_lib.write_loss_curves(writer.path, os.path.join(workdir, "loss_curves.png"))
@@ -222,7 +225,7 @@ def main(argv):
     f = flags.FLAGS
     startup.maybe_initialize_distributed(f.coordinator, f.num_processes, f.process_id)
     result = train_ghn(f.config, f.workdir)
-    if jax.process_index() == 0:
+    if jax.process_index() == 0 and result["eval"] is not None:
         print(json.dumps(result["eval"]["metrics"], indent=2))
 
 

@@ -20,7 +20,7 @@ def main():
     # SGD: linear in the gradient, so sharding changes only the float summation order.
     config = tiny_config(optimizer="sgd", learning_rate=0.05, grad_clip=0.0, momentum=0.0,
                          batch_multiple=4, num_steps=2)
-    config.eval.max_targets = 1
+    config.eval.max_targets = 0  # parameters only: no final evaluation
     people = tiny_people()
     result = train_ghn(config, os.path.join(out_dir, "run"), people=people, test_people=people)
     np.savez(os.path.join(out_dir, "params.npz"), **params_npz(result["state"]))
