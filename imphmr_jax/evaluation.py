@@ -451,7 +451,7 @@ def run_evaluation(predict_fn, batches: Iterable[Mapping[str, Any]], protocol, b
     faces = np.asarray(bodies["neutral"].faces)
     sums = {k: 0.0 for k in protocol.metrics}
     count, skipped_nonfinite, unlabelled = 0, 0, 0
-    fig_images, fig_verts, fig_cams, fig_index = [], [], [], []
+    fig_images, fig_verts, fig_cams, fig_index, fig_err = [], [], [], [], []
     per_sample_path = os.path.join(out_dir or "", "per_sample.jsonl")
     bar = tqdm(batches, total=total, desc=f"eval {protocol.name}", disable=not progress)
     with (open(per_sample_path + ".tmp", "w") if out_dir else contextlib.nullcontext(None)) \
@@ -497,13 +497,17 @@ def run_evaluation(predict_fn, batches: Iterable[Mapping[str, Any]], protocol, b
                 fig_cams.append(np.asarray(_view0(pred["cam"], 2))[ids])
                 fig_images.append(figures.denormalize(batch["image"][ids]))
                 fig_index.extend(int(j) for j in batch["index"][ids])
+                fig_err.extend(float(res["pa_mpjpe"][j]) if "pa_mpjpe" in res else None
+                               for j in ids)
     if out_dir is not None:
         os.replace(per_sample_path + ".tmp", per_sample_path)
     figure_path = None
     if fig_index:
         figure_path = os.path.join(out_dir, "figures", "overlays.png")
-        figures.mesh_overlay_grid(np.concatenate(fig_images), np.concatenate(fig_verts), faces,
-                                  np.concatenate(fig_cams), figure_path)
+        figures.mesh_overlay_grid(
+            np.concatenate(fig_images), np.concatenate(fig_verts), faces, np.concatenate(fig_cams),
+            figure_path, labels=figures.overlay_labels(
+                fig_index, fig_err if all(e is not None for e in fig_err) else None))
     summary = {
         "protocol": protocol.name,
         "protocol_options": protocol.to_dict(),
