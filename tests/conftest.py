@@ -170,3 +170,13 @@ def small_npz(tmp_path_factory, small_arrays):
     path = tmp_path_factory.mktemp("small") / "small.npz"
     np.savez(path, **small_arrays)
     return str(path)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `slow` (rare, long) run only when asked for: `pytest -m slow`."""
+    if "slow" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="slow: run with -m slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
