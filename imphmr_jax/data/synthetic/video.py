@@ -19,7 +19,7 @@ from imphmr_jax.data.synthetic.config import (KIND_VIDEO, SyntheticConfig, sampl
 from imphmr_jax.data.synthetic.placement import (camera_pose_labels, fit_depth, intrinsics,
                                                  look_at_rotation, projected_box)
 from imphmr_jax.data.synthetic.records import Labels, Variant, make_record, progress_bar
-from imphmr_jax.data.synthetic.renderer import (SceneRenderer, get_renderer, pad_rows,
+from imphmr_jax.data.synthetic.renderer import (forward_in_batches, get_renderer,
                                                 render_in_batches)
 
 
@@ -93,17 +93,6 @@ def sample_clip(config: SyntheticConfig, split: str, clip: int, num_frames: int)
         rng=rng)
 
 
-def _forward_frames(renderer: SceneRenderer, pose, betas, batch_size):
-    """Vertices (T, V, 3) and joints (T, 73, 3) of T frames, in padded chunks of batch_size."""
-    verts, joints = [], []
-    for s in range(0, pose.shape[0], batch_size):
-        e = min(s + batch_size, pose.shape[0])
-        v, j = renderer.forward(pad_rows(pose[s:e], batch_size), pad_rows(betas[s:e], batch_size))
-        verts.append(v[: e - s])
-        joints.append(j[: e - s])
-    return np.concatenate(verts), np.concatenate(joints)
-
-
 def generate_video(config: SyntheticConfig, split: str, num_clips: int, num_frames: int, *,
                    batch_size: int = 32, progress: bool = True) -> Iterator[dict]:
     """Yield num_clips * num_frames records of smooth motion clips, frame by frame.
@@ -126,7 +115,7 @@ def generate_video(config: SyntheticConfig, split: str, num_clips: int, num_fram
             clip = sample_clip(config, split, c, num_frames)
             pose_w = clip.pose_world
             betas = np.repeat(clip.betas[None], num_frames, 0)
-            verts, joints = _forward_frames(renderer, pose_w, betas, batch_size)
+            verts, joints = forward_in_batches(renderer, pose_w, betas, batch_size)
             j0 = joints[:, 0]
             transl_w = np.stack([clip.ground[:, 0] - j0[:, 0], -verts[..., 1].min(1),
                                  clip.ground[:, 1] - j0[:, 2]], -1)
