@@ -37,7 +37,8 @@ def evaluate_run(workdir: str, *, split: str = "test", which: str = "latest",
 
 
 def pose_sensitivity_run(workdir: str, *, split: str = "test", which: str = "latest",
-                         num_targets: int = 8, steps: int = 50, progress: bool = True) -> dict:
+                         num_targets: int = 8, steps: int = 50, prior_weight: float = 0.0,
+                         free: str = "all", progress: bool = True) -> dict:
     """Both pose-sensitivity studies on `num_targets` targets of `split`; writes
     pose_sensitivity.json next to the evaluation and returns it."""
     from neuhmr_jax.ghn import data as ghn_data
@@ -49,7 +50,7 @@ def pose_sensitivity_run(workdir: str, *, split: str = "test", which: str = "lat
     pert = ps.perturbation_study(ghn, variables, people, config, num_targets=num_targets,
                                  progress=progress)
     rec = ps.recovery_study(ghn, variables, people, config, num_targets=num_targets, steps=steps,
-                            progress=progress)
+                            prior_weight=prior_weight, free=free, progress=progress)
     out = {"perturbation": {k: v for k, v in pert.items() if k != "rows"},
            "recovery": {k: v for k, v in rec.items() if k != "rows"},
            "perturbation_rows": pert["rows"], "recovery_rows": rec["rows"]}
@@ -71,7 +72,8 @@ def main(argv):
     print(f"figures and per-target results: {summary['out_dir']}")
     if f.pose_targets:
         ps = pose_sensitivity_run(f.workdir, split=f.split, which=f.checkpoint,
-                                  num_targets=f.pose_targets, steps=f.pose_steps)
+                                  num_targets=f.pose_targets, steps=f.pose_steps,
+                                  prior_weight=f.pose_prior, free=f.pose_free)
         p, r = ps["perturbation"], ps["recovery"]
         print(f"loss higher than at the true pose for {100 * p['fraction_higher']:.1f}% of "
               f"{p['count']} ±15° joint rotations; {f.pose_steps} Adam steps from a 15° "
@@ -89,5 +91,8 @@ if __name__ == "__main__":
     flags.DEFINE_integer("pose_targets", 0, "also run the pose-sensitivity studies on this many "
                          "targets (0: skip)")
     flags.DEFINE_integer("pose_steps", 50, "Adam steps of the recovery study")
+    flags.DEFINE_float("pose_prior", 0.0, "recovery study: weight of Σ‖θ − θ_start‖² (radians²)")
+    flags.DEFINE_enum("pose_free", "all", ["all", "perturbed"], "recovery study: optimise the "
+                      "whole pose or only the perturbed joint")
     from imphmr_jax import cli
     cli.run_absl(main, required=("workdir",))

@@ -42,20 +42,25 @@ def build_ghn(config) -> GHN:
 
 
 def split_variables(variables):
-    """GHN variables -> (trainable params, fixed state: 𝓕's BatchNorm statistics and the
-    skinning volume's log-prior)."""
+    """GHN variables -> (trainable params, fixed state: 𝓕's BatchNorm statistics, the
+    skinning volume's log-prior and, with occupancy 'surface', the rest surface fields)."""
     params = {"features": variables["features"]["params"],
               "volume": variables["volume"]["params"], "psi": variables["psi"]["params"]}
-    return params, {"features": variables["features"].get("batch_stats", {}),
-                    "volume_prior": variables["volume"]["prior"]}
+    fixed = {"features": variables["features"].get("batch_stats", {}),
+             "volume_prior": variables["volume"]["prior"]}
+    if "surface" in variables:
+        fixed["surface"] = variables["surface"]
+    return params, fixed
 
 
 def join_variables(params, batch_stats):
     """The inverse of `split_variables`."""
-    return {"features": {"params": params["features"],
-                         "batch_stats": batch_stats["features"]},
-            "volume": {"params": params["volume"], "prior": batch_stats["volume_prior"]},
-            "psi": {"params": params["psi"]}}
+    out = {"features": {"params": params["features"], "batch_stats": batch_stats["features"]},
+           "volume": {"params": params["volume"], "prior": batch_stats["volume_prior"]},
+           "psi": {"params": params["psi"]}}
+    if "surface" in batch_stats:
+        out["surface"] = batch_stats["surface"]
+    return out
 
 
 def make_optimizer_ghn(t) -> optax.GradientTransformation:

@@ -43,6 +43,14 @@ class GHNConfig:
     learn_volume: learn the skinning volume (HumanNeRF, ActorsNeRF); False uses the prior itself
       (the decoder's parameters stay unused), which with 'body_weights' is exact for an unclothed
       body and makes a training step several times cheaper (no derivative through the warps).
+    occupancy: where the occupancy weight w' comes from. 'skinning': HumanNeRF's foreground, the
+      summed bone weights of the skinning volume (it fades over a few voxels around the body);
+      'surface': the subject's rest surface (a signed distance volume of the mean body, shifted
+      by the subject's β through the shape directions) read at each bone's canonical candidate,
+      sigmoid(-sdf / occupancy_softness), so the person's edge is sharp at any volume resolution
+      (docs/neuhmr.md#occupancy).
+    occupancy_softness: metres, the width of that edge ('surface').
+    shape_resolution: side of the shape-direction volume ('surface'; a smooth field).
     psi_width, pe_octaves: ψ's width and the octaves of γ(x_c).
     num_samples: stratified samples per ray inside the posed box.
     box_margin: metres added around the joints for the posed (observation) and canonical boxes.
@@ -56,6 +64,9 @@ class GHNConfig:
     volume_widths: tuple = (512, 512, 256, 256)
     prior: str = "gaussian_bones"
     learn_volume: bool = True
+    occupancy: str = "skinning"
+    occupancy_softness: float = 0.01
+    shape_resolution: int = 32
     psi_width: int = 256
     pe_octaves: int = 10
     num_samples: int = 64
@@ -111,8 +122,9 @@ class Rendering(NamedTuple):
 
 class GHN:
     """Φ^GHN for one body model. Variables pytree: {'features': {'params', 'batch_stats'},
-    'volume': {'params', 'prior'}, 'psi': {'params'}}; volume/prior is the fixed log-prior of the
-    skinning volume (carried as data, not trained, so XLA does not constant-fold it)."""
+    'volume': {'params', 'prior'}, 'psi': {'params'}} and, with occupancy 'surface',
+    'surface': {'sdf', 'shape_dirs'} (`motion.rest_surface_fields`); volume/prior and surface are
+    fixed data (carried in the pytree, not trained, so XLA does not constant-fold them)."""
 
     def __init__(self, config: GHNConfig, body):
         self.config = config
@@ -133,6 +145,14 @@ class GHN:
             raise ValueError(f"GHN prior must be 'gaussian_bones' or 'body_weights', "
                              f"got {config.prior!r}")
         self.log_prior = jnp.log(jnp.maximum(jnp.asarray(prior, jnp.float32), 1e-6))
+        if config.occupancy not in ("skinning", "surface"):
+            raise ValueError(f"GHN occupancy must be 'skinning' or 'surface', "
+                             f"got {config.occupancy!r}")
+        self.surface = None
+        if config.occupancy == "surface":
+            self.surface = {k: jnp.asarray(v) for k, v in motion.rest_surface_fields(
+                body, config.volume_resolution, config.box_margin,
+                config.shape_resolution).items()}
 
     # -- parameters ---------------------------------------------------------------------------
 
@@ -147,7 +167,10 @@ class GHN:
         volume = dict(self.skinning.init(k2, self.log_prior), prior=self.log_prior)
         psi = self.psi.init(k3, jnp.zeros((2, 4, feats_channels)), jnp.ones((2, 4), bool),
                             jnp.zeros((4, 3)))
-        return {"features": dict(feats), "volume": dict(volume), "psi": dict(psi)}
+        out = {"features": dict(feats), "volume": dict(volume), "psi": dict(psi)}
+        if self.surface is not None:
+            out["surface"] = dict(self.surface)
+        return out
 
     def skinning_weights(self, params) -> jax.Array:
         """The 25×R³ skinning-weight volume W (channels sum to 1)."""
@@ -197,6 +220,12 @@ class GHN:
         lo, hi = joints.min(0) - cfg.box_margin, joints.max(0) + cfg.box_margin
         box = self.canonical_box
         bg = jnp.asarray(cfg.background, jnp.float32)
+        sdf = None
+        if cfg.occupancy == "surface":
+            sdf = motion.subject_sdf(params["surface"], box, betas)
+            warp_weights = motion.bone_weights(weights)
+        else:
+            warp_weights = weights
 
         def render_chunk(chunk):
             pix, k = chunk["pixels"], chunk.get("key")
@@ -204,7 +233,8 @@ class GHN:
             near, far, hit = ray_lib.ray_box_intersection(r, lo, hi)
             far = jnp.where(hit, far, near + 1e-3)
             pts, depths = ray_lib.sample_points(r, near, far, cfg.num_samples, key=k)
-            x_c, fg = motion.backward_warp(weights, box, bases_t, pts)
+            x_c, fg = motion.backward_warp(warp_weights, box, bases_t, pts, sdf=sdf,
+                                           softness=cfg.occupancy_softness)
             feats, valid = jax.vmap(
                 lambda fm, cam_k, bases_k: _reference_features(
                     weights, box, bases_k, x_c, fm, cam_k, image_size))(

@@ -50,9 +50,9 @@ from smpl_jax.numerics import safe_div
 from smpl_jax.rotations import axis_angle_to_matrix
 
 __all__ = ["Box", "MotionBases", "SkinningVolume", "backward_warp", "body_weight_prior",
-           "bone_transforms", "canonical_box", "canonical_joints", "forward_warp",
+           "bone_transforms", "bone_weights", "canonical_box", "canonical_joints", "forward_warp",
            "gaussian_bone_prior", "normalise", "observation_box", "observation_to_canonical",
-           "trilinear"]
+           "rest_surface_fields", "subject_sdf", "surface_occupancy", "trilinear"]
 
 # HumanNeRF's floor on Σ_i w_i in the backward warp (a point with no bone weight maps to 0, and
 # fg = 0 removes it from rendering).
@@ -64,6 +64,11 @@ WEIGHT_SUM_EPS = 1e-4
 ROOT_FALLBACK_WEIGHT = 1e-4
 # body_weight_prior: no interior point of a body is deeper than this below its surface (metres).
 _MAX_INTERIOR_DEPTH = 0.3
+# rest_surface_fields: signed distances are clipped to ±this (metres); also the value read
+# outside the canonical box.
+SDF_CLIP = 0.3
+# subject_sdf: fixed-point steps inverting the shape displacement.
+SHAPE_ITERATIONS = 4
 # Floor on box extents in `normalise` (a degenerate, flat box).
 _BOX_EPS = 1e-6
 # 3x3 products in full float32 (GPUs otherwise may use TF32 for float32 dots).
@@ -280,17 +285,26 @@ def _check_volume(volume, bases):
     return nj
 
 
-def backward_warp(volume, box: Box, bases: MotionBases, x):
+def backward_warp(volume, box: Box, bases: MotionBases, x, *, sdf=None, softness=0.01):
     """𝒯: observation space -> canonical space (HumanNeRF's `_sample_motion_fields`).
 
         w_i(x) = W_i(normalise(M_i x)),  x_c = Σ_i w_i M_i x / max(Σ_i w_i, 1e-4),  fg = Σ_i w_i
 
+    With `sdf` (the subject's rest signed distance, `subject_sdf`) each bone's candidate is also
+    weighted by the rest surface's occupancy there, w_i(x) = W_i(M_i x) o(M_i x) with
+    o = `surface_occupancy(sdf, ., softness)`, and fg = min(Σ_i w_i, 1): the foreground then
+    ends at the surface (a `softness`-wide edge) instead of fading over the volume's voxels.
+    `volume`'s bone channels should then be weights normalised over the bones (`bone_weights`).
+
     Args:
-      volume: (J + 1, D, H, W) skinning weights over `box` (channel J, the background, unused).
+      volume: (J + 1, D, H, W) skinning weights over `box` (channel J, the background, unused;
+        (J, D, H, W) from `bone_weights` is fine).
       box: the canonical box the volume covers.
       bases: observation -> canonical bases M of one frame (`observation_to_canonical`),
         R (J, 3, 3), t (J, 3).
       x: (..., 3) observation-space points, metres.
+      sdf: optional (D', H', W') signed distance over the same box (`subject_sdf`); softness:
+        metres, the width of the surface edge.
     Returns:
       x_c (..., 3) canonical points (0 where no bone has weight) and fg (...) the summed bone
       weight (~1 on the body, 0 far from it). Intermediates are ~(..., J, 8) corner ids and
@@ -298,11 +312,14 @@ def backward_warp(volume, box: Box, bases: MotionBases, x):
     """
     nj = _check_volume(volume, bases)
     p = jnp.einsum("jab,...b->...ja", bases.R, x, precision=_HI) + bases.t  # (..., J, 3)
-    w = _sample_per_channel(volume[:nj], normalise(p, box))  # (..., J)
-    fg = jnp.sum(w, axis=-1)
-    x_c = safe_div(jnp.einsum("...j,...ja->...a", w, p, precision=_HI), fg[..., None],
+    pn = normalise(p, box)
+    w = _sample_per_channel(volume[:nj], pn)  # (..., J)
+    if sdf is not None:
+        w = w * surface_occupancy(sdf, pn, softness)
+    total = jnp.sum(w, axis=-1)
+    x_c = safe_div(jnp.einsum("...j,...ja->...a", w, p, precision=_HI), total[..., None],
                    WEIGHT_SUM_EPS)
-    return x_c, fg
+    return x_c, (total if sdf is None else jnp.minimum(total, 1.0))
 
 
 def forward_warp(volume, box: Box, bases_k: MotionBases, x_c):
@@ -427,55 +444,171 @@ def body_weight_prior(body, betas=None, resolution=32, margin=0.3, *,
       (J + 1, R, R, R) probabilities over `canonical_box(body, betas, margin)`, indexed
       [c, z, y, x].
     """
-    from scipy.spatial import cKDTree  # numpy-side only; keeps `import motion` light
-
     _check_smpl_layout(body)
     betas = _np_betas(body, betas)
-    nb = betas.shape[0]
-    verts = (np.asarray(body.v_template, np.float64)
-             + np.asarray(body.shapedirs, np.float64)[..., :nb] @ betas.astype(np.float64))
-    faces = np.asarray(body.faces)
-    weights = np.asarray(body.weights, np.float64)
-    tri = verts[faces]  # (F, 3, 3)
-    face_n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])  # area-weighted
-    vert_n = np.zeros_like(verts)
-    for k in range(3):
-        np.add.at(vert_n, faces[:, k], face_n)
-    vert_n /= np.maximum(np.linalg.norm(vert_n, axis=-1, keepdims=True), 1e-12)
-
-    # Barycentric lattices, n subdivisions per face edge so that samples are <= 2 cm apart.
-    edge = np.linalg.norm(tri - np.roll(tri, 1, axis=1), axis=-1).max(axis=1)
-    subdiv = np.clip(np.ceil(edge / 0.02), 1, 16).astype(np.int64)
-    samples, face_of, bary_of = [], [], []
-    for n in np.unique(subdiv):
-        ij = np.array([(i, j) for i in range(n + 1) for j in range(n + 1 - i)], np.float64) / n
-        bary = np.stack([1.0 - ij.sum(1), ij[:, 0], ij[:, 1]], axis=1)  # (K, 3)
-        sel = np.flatnonzero(subdiv == n)
-        samples.append(np.einsum("kb,fbc->fkc", bary, tri[sel]).reshape(-1, 3))
-        face_of.append(np.repeat(sel, len(bary)))
-        bary_of.append(np.tile(bary, (len(sel), 1)))
-    samples, face_of, bary_of = (np.concatenate(a) for a in (samples, face_of, bary_of))
-
     box = canonical_box(body, betas, margin)
     grid = _grid_points(box, resolution).reshape(-1, 3)
     shell = np.linalg.norm((np.asarray(box.hi) - np.asarray(box.lo)) / max(resolution - 1, 1))
     # Voxels farther from the surface than both the outside reach (shell + 5 falloff: fg <
-    # 1e-10) and the deepest interior point are left unmatched (pure background). An unbalanced
-    # tree queries surface samples several times faster than scipy's default.
-    tree = cKDTree(samples, balanced_tree=False, compact_nodes=False)
-    reach = max(shell + 5.0 * falloff, _MAX_INTERIOR_DEPTH)
-    dist, idx = tree.query(grid, distance_upper_bound=reach)
-    found = np.isfinite(dist)
-    idx = np.where(found, idx, 0)
-    f, b = face_of[idx], bary_of[idx]  # face and barycentrics of each voxel's nearest point
-    w = np.einsum("nb,nbj->nj", b, weights[faces[f]])
-    normal = np.einsum("nb,nbc->nc", b, vert_n[faces[f]])
-    inside = np.sum((grid - samples[idx]) * normal, axis=-1) < 0.0
-    fg = np.where(inside, 1.0, np.exp(-(np.maximum(dist - shell, 0.0) / falloff) ** 2))
-    fg = np.where(found, fg, 0.0)
+    # 1e-10) and the deepest interior point are left unmatched (pure background).
+    near = _nearest_surface(_RestSurface.of(body, betas), grid,
+                            max(shell + 5.0 * falloff, _MAX_INTERIOR_DEPTH))
+    w = near.interpolate(np.asarray(body.weights, np.float64))
+    fg = np.where(near.inside, 1.0,
+                  np.exp(-(np.maximum(near.distance - shell, 0.0) / falloff) ** 2))
+    fg = np.where(near.found, fg, 0.0)
     prior = np.concatenate([fg[:, None] * w, 1.0 - fg[:, None]], axis=1)
     prior /= prior.sum(axis=1, keepdims=True)
     return prior.T.reshape(-1, resolution, resolution, resolution).astype(np.float32)
+
+
+class _RestSurface(NamedTuple):
+    """Dense samples of a rest mesh (numpy, float64): vertices and a barycentric lattice on every
+    face (spacing <= 2 cm), with the face and barycentrics of each sample, for nearest-surface
+    queries that interpolate per-vertex quantities (skinning weights, normals, shape directions)."""
+    verts: np.ndarray     # (V, 3)
+    faces: np.ndarray     # (F, 3)
+    normals: np.ndarray   # (V, 3) unit, area-weighted, outward for an outward-oriented mesh
+    samples: np.ndarray   # (S, 3)
+    face_of: np.ndarray   # (S,)
+    bary_of: np.ndarray   # (S, 3)
+
+    @classmethod
+    def of(cls, body, betas) -> "_RestSurface":
+        nb = betas.shape[0]
+        verts = (np.asarray(body.v_template, np.float64)
+                 + np.asarray(body.shapedirs, np.float64)[..., :nb] @ betas.astype(np.float64))
+        faces = np.asarray(body.faces)
+        tri = verts[faces]  # (F, 3, 3)
+        face_n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])  # area-weighted
+        vert_n = np.zeros_like(verts)
+        for k in range(3):
+            np.add.at(vert_n, faces[:, k], face_n)
+        vert_n /= np.maximum(np.linalg.norm(vert_n, axis=-1, keepdims=True), 1e-12)
+        # Barycentric lattices, n subdivisions per face edge so that samples are <= 2 cm apart.
+        edge = np.linalg.norm(tri - np.roll(tri, 1, axis=1), axis=-1).max(axis=1)
+        subdiv = np.clip(np.ceil(edge / 0.02), 1, 16).astype(np.int64)
+        samples, face_of, bary_of = [], [], []
+        for n in np.unique(subdiv):
+            ij = np.array([(i, j) for i in range(n + 1) for j in range(n + 1 - i)],
+                          np.float64) / n
+            bary = np.stack([1.0 - ij.sum(1), ij[:, 0], ij[:, 1]], axis=1)  # (K, 3)
+            sel = np.flatnonzero(subdiv == n)
+            samples.append(np.einsum("kb,fbc->fkc", bary, tri[sel]).reshape(-1, 3))
+            face_of.append(np.repeat(sel, len(bary)))
+            bary_of.append(np.tile(bary, (len(sel), 1)))
+        return cls(verts, faces, vert_n, *(np.concatenate(a)
+                                           for a in (samples, face_of, bary_of)))
+
+
+class _Nearest(NamedTuple):
+    """Nearest rest-surface sample of each query point (`_nearest_surface`)."""
+    distance: np.ndarray  # (N,) metres (inf where not found)
+    found: np.ndarray     # (N,) bool: a sample within the reach
+    inside: np.ndarray    # (N,) bool: the nearest sample's normal points away from the point
+    face: np.ndarray      # (N,) face of the nearest sample (0 where not found)
+    bary: np.ndarray      # (N, 3) its barycentrics
+    faces: np.ndarray     # (F, 3) the mesh's faces
+
+    def interpolate(self, per_vertex):
+        """(V, ...) per-vertex values -> (N, ...) at each point's nearest surface sample."""
+        return np.einsum("nb,nb...->n...", self.bary, per_vertex[self.faces[self.face]])
+
+
+def _nearest_surface(surface: _RestSurface, points, reach=np.inf) -> _Nearest:
+    """Nearest surface samples of points (N, 3) within `reach` metres (scipy cKDTree; an
+    unbalanced tree queries surface samples several times faster than scipy's default)."""
+    from scipy.spatial import cKDTree  # numpy-side only; keeps `import motion` light
+
+    tree = cKDTree(surface.samples, balanced_tree=False, compact_nodes=False)
+    dist, idx = tree.query(points, distance_upper_bound=reach)
+    found = np.isfinite(dist)
+    idx = np.where(found, idx, 0)
+    near = _Nearest(dist, found, np.zeros(len(points), bool), surface.face_of[idx],
+                    surface.bary_of[idx], surface.faces)
+    normal = near.interpolate(surface.normals)
+    inside = found & (np.sum((points - surface.samples[idx]) * normal, axis=-1) < 0.0)
+    return near._replace(inside=inside)
+
+
+# ---------------------------------------------------------------------------------------------
+# sharp occupancy from the rest surface
+
+
+def rest_surface_fields(body, resolution=64, margin=0.3, shape_resolution=32) -> dict:
+    """The mean-shape rest surface as volumes over `canonical_box(body, None, margin)`, numpy.
+
+    Returns dict(
+      sdf=(R, R, R): signed distance to the rest surface at β = 0 (negative inside), clipped to
+        ±SDF_CLIP metres, indexed [z, y, x] like the skinning volume;
+      shape_dirs=(NB, 3, R_s, R_s, R_s): the body's shape directions (metres per unit β_k) at
+        each voxel's nearest surface point, R_s = shape_resolution (a smooth field: coarse)).
+    `subject_sdf` turns them into one subject's signed distance; `surface_occupancy` reads it.
+    """
+    _check_smpl_layout(body)
+    betas = _np_betas(body, None)
+    box = canonical_box(body, betas, margin)
+    surface = _RestSurface.of(body, betas)
+    grid = _grid_points(box, resolution).reshape(-1, 3)
+    near = _nearest_surface(surface, grid, SDF_CLIP)
+    sdf = np.where(near.inside, -near.distance, np.minimum(near.distance, SDF_CLIP))
+    sdf = np.where(near.found, sdf, SDF_CLIP)
+    coarse = _grid_points(box, shape_resolution).reshape(-1, 3)
+    dirs = _nearest_surface(surface, coarse).interpolate(
+        np.asarray(body.shapedirs, np.float64))  # (N, 3, NB)
+    dirs = np.moveaxis(dirs, 0, -1).reshape((3, body.num_betas) + (shape_resolution,) * 3)
+    return {"sdf": sdf.reshape((resolution,) * 3).astype(np.float32),
+            "shape_dirs": np.swapaxes(dirs, 0, 1).astype(np.float32)}
+
+
+def subject_sdf(fields, box: Box, betas) -> jax.Array:
+    """One subject's signed distance volume (R, R, R) from `rest_surface_fields` and β (NB',).
+
+    The rest body of shape β is the mean body displaced by D(y) = Σ_k β_k S_k(y) (S the shape
+    directions of the mean body's nearest surface point to y), so sdf_β(x) ≈ sdf_0(y) with y
+    the mean-body point that moves to x, y + D(y) = x (found by a few fixed-point steps; exact
+    on the surface up to the volumes' interpolation, approximate off it). Jit-able,
+    differentiable w.r.t. β; costs one read of the volume per voxel (compute it once per frame,
+    not per ray).
+    """
+    sdf0, dirs = fields["sdf"], fields["shape_dirs"]
+    betas = jnp.asarray(betas, sdf0.dtype)
+    nb = betas.shape[-1]
+    if betas.ndim != 1 or nb > dirs.shape[0]:
+        raise ValueError(f"betas must have shape (NB',) with NB' <= {dirs.shape[0]}, "
+                         f"got {tuple(betas.shape)}")
+    r = sdf0.shape[0]
+    axis = jnp.linspace(-1.0, 1.0, r, dtype=sdf0.dtype)
+    z, y, x = jnp.meshgrid(axis, axis, axis, indexing="ij")
+    grid = jnp.stack([x, y, z], axis=-1)  # normalised voxel centres, [z, y, x]
+    disp = jnp.einsum("k,kc...->c...", betas, dirs[:nb], precision=_HI)  # (3, Rs, Rs, Rs)
+    # The mean-body point y of the subject's point x solves x = y + D(y): fixed-point iteration
+    # y <- x - D(y) from y = x (a contraction: D varies slowly over the body).
+    x = box.lo + (grid + 1.0) * 0.5 * (box.hi - box.lo)
+    y = x
+    for _ in range(SHAPE_ITERATIONS):
+        y = x - trilinear(disp, normalise(y, box))
+    return _read_sdf(sdf0, normalise(y, box))
+
+
+def _read_sdf(sdf, points):
+    """Trilinear read of a signed distance volume at normalised points, +SDF_CLIP outside."""
+    return trilinear(sdf[None] - SDF_CLIP, points)[..., 0] + SDF_CLIP
+
+
+def surface_occupancy(sdf, points, softness):
+    """sigmoid(-sdf(x) / softness) at normalised points (...): ~1 inside the surface, 0.5 on it,
+    ~0 outside, the transition `softness` metres wide (read after interpolating the distance,
+    so the edge stays sharp at any volume resolution)."""
+    return jax.nn.sigmoid(-_read_sdf(sdf, points) / softness)
+
+
+def bone_weights(volume) -> jax.Array:
+    """(J + 1, ...) skinning volume -> (J, ...) bone weights normalised over the bones (the
+    background channel and the volume's own foreground removed; 0 where no bone has weight),
+    for `backward_warp(..., sdf=...)`."""
+    bones = volume[:-1]
+    return safe_div(bones, jnp.sum(bones, axis=0, keepdims=True), WEIGHT_SUM_EPS)
 
 
 # ---------------------------------------------------------------------------------------------
