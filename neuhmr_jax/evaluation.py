@@ -1,0 +1,547 @@
+"""Video evaluation of per-frame SMPL predictions: EMDB's official protocol and the 3DPW video
+protocol (docs/video_evaluation.md).
+
+EMDB (`evaluate_sequence`, `evaluate_emdb`), as EMDB's own evaluation code computes it:
+  * sequences with 'emdb1' set; only the frames of 'good_frames_mask';
+  * ground truth: the subject's SMPL (GT-gender body) posed in the world and moved into the camera
+    frame with the world -> camera extrinsics (`emdb.gt_camera_frame`); prediction: the
+    prediction body (EMDB's HybrIK baseline: neutral) posed with the camera-frame pose and β,
+    WITHOUT translation (EMDB ignores the predicted translation; it only matters for jitter);
+  * joints: the 24 SMPL skeleton joints; vertices: the whole mesh;
+  * pelvis = (J[1] + J[2]) / 2 (the hips) of each side, subtracted from its joints and vertices;
+  * MPJPE, PVE (mm) on those; PA-MPJPE, PA-PVE with the similarity Procrustes fitted on the 24
+    joints and applied to the joints and the vertices;
+  * MPJAE (deg): geodesic angle between the global (kinematic-chain-composed) rotations of joints
+    MPJAE_JOINTS; PA-MPJAE: the same after rotating the prediction by the Procrustes rotation;
+  * jitter (per sequence): mean jerk of the predicted joints (camera frame, no translation, not
+    pelvis-aligned) over the good frames taken as consecutive, joints JITTER_IGNORED_JOINTS
+    "zeroed" the way EMDB does (their jerk is 0 but they stay in the mean over 24 joints), fps 30,
+    reported in EMDB's printed unit 10 m/s³ (m/s³ / 10). 'jitter_gt' is the same for the ground
+    truth (with its translation), a reference for the motion's own jerk;
+  * pooling (`pool`): per-frame errors concatenated over all sequences and averaged
+    (frame-weighted); jitter averaged over sequences.
+
+3DPW video protocol (`evaluate_threedpw_track`, `evaluate_threedpw`), as VIBE-style video methods
+report it: one track per person, frames with 'campose_valid'; ground truth posed with the camera-
+frame root rotation R_cam · R_root and no translation; joints: the 24 SMPL joints with the hip
+midpoint as pelvis, or, with a `j_regressor` (SPIN's J_regressor_h36m.npy, 17 × V), the 14 LSP
+joints regressed from the mesh with the midpoint of the LSP hips as pelvis; MPJPE, PA-MPJPE; PVE
+between the two translation-free meshes without any alignment (VIBE); acceleration error
+(mm/frame²) on the pelvis-centred joints over windows of three consecutive valid frames.
+
+Bodies: predictions use `body_pred`; the ground truth uses `gt_bodies` — None (the same body for
+every gender: the embedded default bodies have no genders, so results with them are not
+comparable with published numbers), one BodyModel, or a mapping gender -> BodyModel.
+
+Units: positions in metres in, errors in millimetres out; angles in degrees; jitter in 10 m/s³;
+acceleration error in mm/frame².
+
+Why one module: the two protocols share the posing of predictions, the result layout, pooling and
+writing; the dataset readers are `neuhmr_jax.data`.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from typing import Any, Mapping, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from imphmr_jax import metrics as _metrics
+from neuhmr_jax.data import emdb, threedpw
+from neuhmr_jax.data.common import (CameraFrameBody, padded_size, forward_frames,
+                                    global_rotations, gt_body_for, pose_rotmats)
+from smpl_jax import joint_sets as _js
+
+log = logging.getLogger(__name__)
+
+EMDB_FPS = 30.0
+# EMDB's SMPL_OR_JOINTS: pelvis, hips, knees, shoulders, elbows.
+MPJAE_JOINTS = (0, 1, 2, 4, 5, 16, 17, 18, 19)
+# EMDB's default ignored joints of the jitter: pelvis, ankles, feet, wrists, hands.
+JITTER_IGNORED_JOINTS = (0, 7, 8, 10, 11, 20, 21, 22, 23)
+SMPL_HIPS = (1, 2)  # left, right hip of the SMPL skeleton: pelvis = their midpoint
+JITTER_UNIT = 10.0  # EMDB prints jerk (m/s³) / 10, "10 m/s³"
+
+UNITS = {"mpjpe": "mm", "pa_mpjpe": "mm", "pve": "mm", "pa_pve": "mm", "mpjae": "deg",
+         "pa_mpjae": "deg", "accel_error": "mm/frame^2", "jitter": "10 m/s^3",
+         "jitter_gt": "10 m/s^3"}
+FRAME_METRICS = ("mpjpe", "pa_mpjpe", "pve", "pa_pve", "mpjae", "pa_mpjae", "accel_error")
+SEQUENCE_METRICS = ("jitter", "jitter_gt")
+EMDB_METRICS = ("mpjpe", "pa_mpjpe", "pve", "pa_pve", "mpjae", "pa_mpjae", "jitter", "jitter_gt")
+THREEDPW_METRICS = ("mpjpe", "pa_mpjpe", "pve", "accel_error")
+BLOCK = 256  # frames posed and compared at once (bounds the memory of long sequences)
+
+
+# --------------------------------------------------------------------------- predictions
+def _prediction(pred_pose, pred_betas, n_frames, frames, who):
+    """(pose over all n_frames or over `frames`, betas) -> rotmats (k, 24, 3, 3), betas for the k
+    evaluated frames ((k, NB) or (NB,))."""
+    rot = pose_rotmats(pred_pose)
+    t = rot.shape[0]
+    k = len(frames)
+    if t == n_frames:
+        sel = np.asarray(frames)
+    elif t == k:
+        sel = np.arange(k)
+    else:
+        raise ValueError(f"{who}: the prediction has {t} frames; expected {n_frames} (every "
+                         f"frame) or {k} (the evaluated frames)")
+    betas = np.asarray(pred_betas, np.float64)
+    if betas.ndim == 2 and betas.shape[0] == 1:
+        betas = betas[0]
+    if betas.ndim == 2:
+        if betas.shape[0] != t:
+            raise ValueError(f"{who}: pred_betas has {betas.shape[0]} frames but pred_pose {t}")
+        betas = betas[sel]
+    elif betas.ndim != 1:
+        raise ValueError(f"{who}: pred_betas must be (NB,) or (T, NB), got {betas.shape}")
+    return rot[sel], betas
+
+
+def _betas_block(betas, s, e):
+    return betas[s:e] if betas.ndim == 2 else betas
+
+
+def predicted_bodies(body_pred, rotmats, betas, *, vertices=True, chunk=128) -> CameraFrameBody:
+    """The prediction body posed with camera-frame rotations and β, without translation.
+
+    rotmats: (k, 24, 3, 3) (or axis-angle, see `pose_rotmats`); betas (NB,) or (k, NB)."""
+    rot = pose_rotmats(rotmats)
+    verts, joints = forward_frames(body_pred, rot, betas, vertices=vertices, chunk=chunk)
+    glob = global_rotations(rot, body_pred.parents)
+    return CameraFrameBody(root_rotmat=glob[:, 0], global_rotmats=glob, joints=joints,
+                           vertices=verts, frames=np.arange(rot.shape[0]))
+
+
+def _np(x):
+    return np.asarray(x, np.float64)
+
+
+def _centre(points, joints, hips):
+    return points - _js.pelvis_of(joints, hips)[:, None, :]
+
+
+# --------------------------------------------------------------------------- EMDB
+def _pad_frames(arrays, size):
+    """Pad each (k, ...) array to `size` frames by repeating its last frame (keeps the padded
+    frames well-conditioned for Procrustes); a few padded shapes mean few compiled programs."""
+    out = []
+    for a in arrays:
+        a = np.asarray(a, np.float32)
+        if a.shape[0] < size:
+            a = np.concatenate([a, np.repeat(a[-1:], size - a.shape[0], axis=0)])
+        out.append(a)
+    return out
+
+
+@jax.jit
+def _emdb_errors(pred_joints, gt_joints, pred_verts, gt_verts, pred_rot, gt_rot):
+    """compare_bodies' computation on (padded) float32 arrays."""
+    pj = _centre(pred_joints, pred_joints, SMPL_HIPS)
+    pv = _centre(pred_verts, pred_joints, SMPL_HIPS)
+    gj = _centre(gt_joints, gt_joints, SMPL_HIPS)
+    gv = _centre(gt_verts, gt_joints, SMPL_HIPS)
+    _, (_, r_pa, _) = _metrics.similarity_procrustes(pj, gj, return_transform=True)
+    pred_rot_pa = jnp.einsum("nij,nkjl->nkil", r_pa, pred_rot)
+    return {
+        "mpjpe": _metrics.mpjpe(pj, gj),
+        "pa_mpjpe": _metrics.pa_mpjpe(pj, gj),
+        "pve": _metrics.pve(pv, gv),
+        "pa_pve": _metrics.pve(_metrics.pa_transform_points(pj, gj, pv), gv),
+        "mpjae": _metrics.mpjae(pred_rot, gt_rot, MPJAE_JOINTS),
+        "pa_mpjae": _metrics.mpjae(pred_rot_pa, gt_rot, MPJAE_JOINTS),
+    }
+
+
+def compare_bodies(pred: CameraFrameBody, gt: CameraFrameBody) -> dict:
+    """EMDB's per-frame errors between two posed sequences of SMPL bodies in one frame.
+
+    Both sides are centred at their own hip midpoint (joints and vertices); PA variants use the
+    similarity fitted on the 24 joints (applied to joints, vertices and, for PA-MPJAE, the global
+    rotations). Needs vertices on both sides.
+    Returns {'mpjpe', 'pa_mpjpe', 'pve', 'pa_pve' (mm), 'mpjae', 'pa_mpjae' (deg)}: (k,) each.
+    """
+    if pred.vertices is None or gt.vertices is None:
+        raise ValueError("compare_bodies needs the vertices of both sides (vertices=True)")
+    if pred.vertices.shape != gt.vertices.shape:
+        raise ValueError(f"prediction and ground-truth meshes differ: {pred.vertices.shape} vs "
+                         f"{gt.vertices.shape}; both bodies must share one mesh topology")
+    k = pred.joints.shape[0]
+    padded = _pad_frames((pred.joints, gt.joints, pred.vertices, gt.vertices,
+                          pred.global_rotmats, gt.global_rotmats), padded_size(k, BLOCK))
+    return {name: _np(v)[:k] for name, v in _emdb_errors(*padded).items()}
+
+
+def sequence_jitter(joints, fps=EMDB_FPS) -> float:
+    """EMDB's jitter of one sequence of (T, 24, 3) joints in metres: the mean over frames of
+    `metrics.jitter` with JITTER_IGNORED_JOINTS zeroed, in 10 m/s³. NaN when T < 4."""
+    joints = np.asarray(joints, np.float64)
+    if joints.shape[0] < 4:
+        return math.nan
+    # Jerk ignores a constant offset; removing it first keeps float32 rounding small.
+    joints = joints - joints.mean(axis=(0, 1))
+    return float(np.mean(_np(_metrics.jitter(joints, fps, JITTER_IGNORED_JOINTS)))) / JITTER_UNIT
+
+
+def evaluate_sequence(pred_pose, pred_betas, seq: emdb.Sequence, body_pred, gt_bodies=None, *,
+                      fps: float = EMDB_FPS, block: int = BLOCK, chunk: int = 128) -> dict:
+    """EMDB's metrics of one sequence (see the module doc), over its good frames.
+
+    Args:
+      pred_pose: camera-frame SMPL pose of every frame (n_frames) or of the good frames only:
+        (T, 24, 3) / (T, 72) axis-angle or (T, 24, 3, 3) rotation matrices.
+      pred_betas: (10,) or (T, 10) (the same T as pred_pose).
+      seq: an `emdb.Sequence`.
+      body_pred: BodyModel of the prediction (EMDB's baselines: the neutral SMPL).
+      gt_bodies: body of the ground truth: None (body_pred, whatever the gender), a BodyModel,
+        or a mapping gender -> BodyModel (seq.gender's is used).
+      fps: frame rate for the jitter (EMDB: 30).
+    Returns:
+      dict: 'mpjpe', 'pa_mpjpe', 'pve', 'pa_pve' (mm), 'mpjae', 'pa_mpjae' (deg): (k,) arrays
+      over the k good frames; 'jitter', 'jitter_gt' (floats, 10 m/s³); 'frames' (k,) their
+      indices; 'name', 'protocol' ('emdb'), 'gt_body' (which body posed the ground truth),
+      'n_frames'.
+    """
+    frames = seq.good_frames
+    if frames.size == 0:
+        raise ValueError(f"{seq.path}: 'good_frames_mask' selects no frame")
+    rot, betas = _prediction(pred_pose, pred_betas, seq.n_frames, frames, f"EMDB {seq.name}")
+    body_gt, gt_label = gt_body_for(seq.gender, gt_bodies, body_pred)
+    per = {k: [] for k in ("mpjpe", "pa_mpjpe", "pve", "pa_pve", "mpjae", "pa_mpjae")}
+    pred_joints, gt_joints = [], []
+    for s in range(0, frames.size, block):
+        e = min(s + block, frames.size)
+        gt = emdb.gt_camera_frame(seq, body_gt, frames=frames[s:e], chunk=chunk)
+        pred = predicted_bodies(body_pred, rot[s:e], _betas_block(betas, s, e), chunk=chunk)
+        for k, v in compare_bodies(pred, gt).items():
+            per[k].append(v)
+        pred_joints.append(pred.joints)
+        gt_joints.append(gt.joints)
+    out = {k: np.concatenate(v) for k, v in per.items()}
+    out["jitter"] = sequence_jitter(np.concatenate(pred_joints), fps)
+    out["jitter_gt"] = sequence_jitter(np.concatenate(gt_joints), fps)
+    out.update(name=seq.name, protocol="emdb", frames=frames, gt_body=gt_label,
+               n_frames=seq.n_frames)
+    return out
+
+
+def _lookup_prediction(predictions, key, *args):
+    if callable(predictions):
+        pred = predictions(*args)
+    else:
+        if key not in predictions:
+            raise KeyError(f"no prediction for {key!r}; predictions has "
+                           f"{sorted(predictions)[:10]}{' ...' if len(predictions) > 10 else ''}")
+        pred = predictions[key]
+    if isinstance(pred, Mapping):
+        return pred["pose"], pred["betas"]
+    pose, betas = pred
+    return pose, betas
+
+
+def evaluate_emdb(sequences, predictions, body_pred, gt_bodies=None, *, split: str = "emdb1",
+                  fps: float = EMDB_FPS, out_dir: Optional[str] = None,
+                  progress: bool = False) -> dict:
+    """EMDB's protocol over many sequences: evaluate each, pool, optionally write the results.
+
+    Args:
+      sequences: an EMDB root folder (read with `emdb.find_sequences(root, split)`) or a list of
+        `emdb.Sequence`.
+      predictions: mapping sequence name (the pickle's 'name', e.g. 'P0_09_outdoor_walk') ->
+        {'pose', 'betas'} or (pose, betas), or a callable(seq) -> one of those; pose and betas
+        as `evaluate_sequence` takes them.
+      body_pred, gt_bodies, fps: as `evaluate_sequence`.
+      out_dir: if given, `write_results` writes summary.json, per_frame.json and table.md there.
+    Returns:
+      The pooled summary (`pool`), with 'split' and 'out_dir'.
+    """
+    if isinstance(sequences, (str, os.PathLike)):
+        sequences = emdb.find_sequences(sequences, split)
+    results = {}
+    for i, seq in enumerate(sequences):
+        pose, betas = _lookup_prediction(predictions, seq.name, seq)
+        results[seq.name] = evaluate_sequence(pose, betas, seq, body_pred, gt_bodies, fps=fps)
+        if progress:
+            r = results[seq.name]
+            log.info("EMDB %d/%d %s: MPJPE %.1f mm, PA-MPJPE %.1f mm over %d frames", i + 1,
+                     len(sequences), seq.name, r["mpjpe"].mean(), r["pa_mpjpe"].mean(),
+                     r["frames"].size)
+    pooled = pool(results)
+    pooled["split"] = split
+    pooled["out_dir"] = out_dir
+    if out_dir is not None:
+        write_results(out_dir, results, pooled)
+    return pooled
+
+
+# --------------------------------------------------------------------------- 3DPW
+def load_j_regressor(j_regressor, num_vertices: int) -> Optional[np.ndarray]:
+    """None, a (17, V) array, or a path to a .npy holding one (SPIN's J_regressor_h36m.npy)."""
+    if j_regressor is None:
+        return None
+    if isinstance(j_regressor, (str, os.PathLike)):
+        path = os.fspath(j_regressor)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"J_regressor file not found: {path}")
+        j_regressor = np.load(path, allow_pickle=False)
+    reg = np.asarray(j_regressor, np.float64)
+    if reg.shape != (len(_js.H36M17_NAMES), num_vertices):
+        raise ValueError(f"j_regressor must be (17, {num_vertices}) (Human3.6M joints x the "
+                         f"body's vertices), got {reg.shape}")
+    return reg
+
+
+def _threedpw_joints(verts, joints24, reg):
+    """Pelvis-centred evaluation joints: LSP-14 from the H36M regressor (pelvis = LSP hips) or
+    the 24 SMPL joints (pelvis = SMPL hips)."""
+    if reg is None:
+        return _centre(joints24, joints24, SMPL_HIPS)
+    lsp = jnp.einsum("kv,nvc->nkc", reg, verts)[:, np.asarray(_js.H36M_TO_J14)]
+    return _centre(lsp, lsp, _js.LSP_HIPS)
+
+
+@jax.jit
+def _threedpw_errors(pred_verts, pred_joints24, gt_verts, gt_joints24, reg):
+    """Per-frame MPJPE, PA-MPJPE, PVE and the centred joints, on (padded) float32 arrays."""
+    pj = _threedpw_joints(pred_verts, pred_joints24, reg)
+    gj = _threedpw_joints(gt_verts, gt_joints24, reg)
+    return ({"mpjpe": _metrics.mpjpe(pj, gj), "pa_mpjpe": _metrics.pa_mpjpe(pj, gj),
+             "pve": _metrics.pve(pred_verts, gt_verts)}, pj, gj)
+
+
+def evaluate_threedpw_track(pred_pose, pred_betas, seq: threedpw.Sequence, person: int,
+                            body_pred, gt_bodies=None, *, j_regressor=None, block: int = BLOCK,
+                            chunk: int = 128) -> dict:
+    """3DPW video metrics of one person (track) of a sequence, over its 'campose_valid' frames.
+
+    Args:
+      pred_pose, pred_betas: as `evaluate_sequence` (every frame of the sequence, or the valid
+        frames of this person only).
+      seq: a `threedpw.Sequence`; person: index into seq.people.
+      body_pred, gt_bodies: as `evaluate_sequence` (3DPW genders: 'male' / 'female').
+      j_regressor: None (24 SMPL joints, hip-midpoint pelvis) or a (17, V) Human3.6M regressor
+        (array or .npy path): then the 14 LSP joints, LSP-hip pelvis, as VIBE.
+    Returns:
+      dict: 'mpjpe', 'pa_mpjpe', 'pve' (mm) (k,) over the valid frames; 'accel_error'
+      (mm/frame²) over the windows of three consecutive valid frames; 'frames', 'name'
+      ('<sequence>_<person>'), 'protocol' ('3dpw'), 'joints' ('smpl24' / 'lsp14'), 'gt_body',
+      'n_frames'.
+    """
+    who = seq.people[person]
+    frames = who.valid_frames
+    name = seq.track_name(person)
+    if frames.size == 0:
+        raise ValueError(f"{seq.path}: person {person} has no frame with 'campose_valid'")
+    rot, betas = _prediction(pred_pose, pred_betas, seq.n_frames, frames, f"3DPW {name}")
+    body_gt, gt_label = gt_body_for(who.gender, gt_bodies, body_pred)
+    gt_rot = pose_rotmats(who.poses)[frames]
+    gt_rot[:, 0] = np.einsum("nij,njk->nik", seq.cam_poses[frames, :3, :3], gt_rot[:, 0])
+    reg = None
+    per = {"mpjpe": [], "pa_mpjpe": [], "pve": []}
+    pred_j, gt_j = [], []
+    for s in range(0, frames.size, block):
+        e = min(s + block, frames.size)
+        gv, g24 = forward_frames(body_gt, gt_rot[s:e], who.betas, chunk=chunk)
+        pv, p24 = forward_frames(body_pred, rot[s:e], _betas_block(betas, s, e), chunk=chunk)
+        if pv.shape != gv.shape:
+            raise ValueError(f"prediction and ground-truth meshes differ: {pv.shape} vs "
+                             f"{gv.shape}; both bodies must share one mesh topology")
+        if s == 0:
+            reg = load_j_regressor(j_regressor, gv.shape[1])
+        k = e - s
+        padded = _pad_frames((pv, p24, gv, g24), padded_size(k, block))
+        errors, pj, gj = _threedpw_errors(*padded, None if reg is None else
+                                          np.asarray(reg, np.float32))
+        for metric, v in errors.items():
+            per[metric].append(_np(v)[:k])
+        pred_j.append(_np(pj)[:k])
+        gt_j.append(_np(gj)[:k])
+    out = {metric: np.concatenate(v) for metric, v in per.items()}
+    pred_j, gt_j = np.concatenate(pred_j), np.concatenate(gt_j)
+    if frames.size >= 3:
+        consecutive = frames[2:] - frames[:-2] == 2
+        out["accel_error"] = _np(_metrics.accel_error(pred_j, gt_j))[consecutive]
+    else:
+        out["accel_error"] = np.zeros((0,))
+    out.update(name=name, protocol="3dpw", frames=frames, gt_body=gt_label,
+               joints="smpl24" if reg is None else "lsp14", n_frames=seq.n_frames)
+    return out
+
+
+def evaluate_threedpw(sequences, predictions, body_pred, gt_bodies=None, *, split: str = "test",
+                      j_regressor=None, out_dir: Optional[str] = None) -> dict:
+    """The 3DPW video protocol over many sequences (every person a track), pooled.
+
+    Args:
+      sequences: a 3DPW root folder (read with `threedpw.find_sequences(root, split)`) or a
+        list of `threedpw.Sequence`.
+      predictions: mapping track name '<sequence>_<person>' -> {'pose', 'betas'} or
+        (pose, betas), or a callable(seq, person) -> one of those.
+      body_pred, gt_bodies, j_regressor: as `evaluate_threedpw_track`.
+      out_dir: if given, `write_results` writes there.
+    Returns:
+      The pooled summary (`pool`), with 'split' and 'out_dir'.
+    """
+    if isinstance(sequences, (str, os.PathLike)):
+        sequences = threedpw.find_sequences(sequences, split)
+    if isinstance(j_regressor, (str, os.PathLike)):
+        j_regressor = load_j_regressor(j_regressor, int(body_pred.v_template.shape[0]))
+    results = {}
+    for seq in sequences:
+        for p in range(len(seq.people)):
+            if seq.people[p].valid_frames.size == 0:
+                log.warning("3DPW %s: no frame with 'campose_valid'; track skipped",
+                            seq.track_name(p))
+                continue
+            pose, betas = _lookup_prediction(predictions, seq.track_name(p), seq, p)
+            results[seq.track_name(p)] = evaluate_threedpw_track(
+                pose, betas, seq, p, body_pred, gt_bodies, j_regressor=j_regressor)
+    pooled = pool(results)
+    pooled["split"] = split
+    pooled["out_dir"] = out_dir
+    if out_dir is not None:
+        write_results(out_dir, results, pooled)
+    return pooled
+
+
+# --------------------------------------------------------------------------- pooling and output
+def _finite_mean(values):
+    values = np.asarray(values, np.float64)
+    values = values[np.isfinite(values)]
+    return (float(values.mean()), float(values.std())) if values.size else (None, None)
+
+
+def pool(results_by_sequence: Mapping[str, Mapping[str, Any]]) -> dict:
+    """Pool per-sequence results (`evaluate_sequence` / `evaluate_threedpw_track` outputs).
+
+    Per-frame metrics are concatenated over all sequences and averaged (frame-weighted, EMDB's
+    and VIBE's pooling); per-sequence metrics (jitter) are averaged over the sequences that have
+    a value (EMDB's pooling). 'sequence_weighted' gives the mean of the per-sequence means for
+    comparison.
+
+    Returns:
+      {'protocol', 'metrics': {name: value}, 'std': {name: std over frames / sequences},
+       'sequence_weighted': {name: value}, 'units': {name: unit}, 'num_frames',
+       'num_sequences', 'per_sequence': {name: {'num_frames', metric: mean, 'gt_body'}},
+       'gt_body': sorted distinct ground-truth body labels}
+    """
+    if not results_by_sequence:
+        raise ValueError("pool: no sequence results")
+    protocols = sorted({str(r.get("protocol", "")) for r in results_by_sequence.values()})
+    if len(protocols) != 1:
+        raise ValueError(f"pool: results of different protocols {protocols} cannot be pooled")
+    names = [m for m in FRAME_METRICS + SEQUENCE_METRICS
+             if all(m in r for r in results_by_sequence.values())]
+    per_sequence = {}
+    for seq_name, r in results_by_sequence.items():
+        row = {"num_frames": int(np.asarray(r["frames"]).size), "gt_body": r.get("gt_body")}
+        for m in names:
+            row[m] = (_finite_mean(r[m])[0] if m in FRAME_METRICS
+                      else (float(r[m]) if np.isfinite(r[m]) else None))
+        per_sequence[seq_name] = row
+    metrics, std, seq_weighted = {}, {}, {}
+    for m in names:
+        if m in FRAME_METRICS:
+            values = np.concatenate([np.asarray(r[m], np.float64).reshape(-1)
+                                     for r in results_by_sequence.values()])
+        else:
+            values = np.asarray([r[m] for r in results_by_sequence.values()], np.float64)
+        metrics[m], std[m] = _finite_mean(values)
+        seq_weighted[m] = _finite_mean([row[m] for row in per_sequence.values()
+                                        if row[m] is not None])[0]
+    return {
+        "protocol": protocols[0],
+        "metrics": metrics,
+        "std": std,
+        "sequence_weighted": seq_weighted,
+        "units": {m: UNITS[m] for m in names},
+        "num_frames": int(sum(row["num_frames"] for row in per_sequence.values())),
+        "num_sequences": len(per_sequence),
+        "per_sequence": per_sequence,
+        "gt_body": sorted({str(row["gt_body"]) for row in per_sequence.values()}),
+    }
+
+
+_LABELS = {"mpjpe": "MPJPE", "pa_mpjpe": "PA-MPJPE", "pve": "PVE", "pa_pve": "PA-PVE",
+           "mpjae": "MPJAE", "pa_mpjae": "PA-MPJAE", "accel_error": "Accel err",
+           "jitter": "Jitter", "jitter_gt": "Jitter (GT)"}
+
+
+def format_table(pooled: Mapping[str, Any], *, per_sequence: bool = True,
+                 digits: int = 1) -> str:
+    """A Markdown table of a `pool` summary: one row per sequence (optional), then the pooled row
+    (frame-weighted; jitter averaged over sequences)."""
+    names = list(pooled["metrics"])
+
+    def fmt(v):
+        return "-" if v is None else f"{v:.{digits}f}"
+
+    head = "| sequence | frames | " + " | ".join(
+        f"{_LABELS.get(m, m)} ({pooled['units'][m]})" for m in names) + " |"
+    lines = [head, "|---|---:|" + "---:|" * len(names)]
+    if per_sequence:
+        for seq_name, row in pooled["per_sequence"].items():
+            lines.append(f"| {seq_name} | {row['num_frames']} | "
+                         + " | ".join(fmt(row[m]) for m in names) + " |")
+    lines.append(f"| **all ({pooled['num_sequences']} sequences)** | {pooled['num_frames']} | "
+                 + " | ".join(f"**{fmt(pooled['metrics'][m])}**" for m in names) + " |")
+    return "\n".join(lines)
+
+
+def _jsonable(x):
+    if isinstance(x, Mapping):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return _jsonable(x.tolist())
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        return float(x) if np.isfinite(x) else None  # strict JSON has no NaN
+    if isinstance(x, (np.bool_,)):
+        return bool(x)
+    return x
+
+
+def _write_text(path, text):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def write_results(out_dir, results_by_sequence: Mapping[str, Mapping[str, Any]],
+                  pooled: Optional[Mapping[str, Any]] = None,
+                  meta: Optional[Mapping[str, Any]] = None) -> dict:
+    """Write summary.json (the pooled summary, plus `meta` under 'meta'), per_frame.json
+    ({sequence: {'frames': [...], metric: [...], 'jitter': ...}}; non-finite values as null)
+    and table.md (`format_table`). Returns {'summary', 'per_frame', 'table'} paths."""
+    out_dir = os.fspath(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    pooled = dict(pool(results_by_sequence) if pooled is None else pooled)
+    if meta is not None:
+        pooled["meta"] = dict(meta)
+    per_frame = {}
+    for seq_name, r in results_by_sequence.items():
+        per_frame[seq_name] = {k: v for k, v in r.items()
+                               if k in FRAME_METRICS + SEQUENCE_METRICS
+                               or k in ("frames", "gt_body", "joints", "n_frames")}
+    paths = {"summary": os.path.join(out_dir, "summary.json"),
+             "per_frame": os.path.join(out_dir, "per_frame.json"),
+             "table": os.path.join(out_dir, "table.md")}
+    _write_text(paths["summary"], json.dumps(_jsonable(pooled), indent=2, sort_keys=True) + "\n")
+    _write_text(paths["per_frame"], json.dumps(_jsonable(per_frame)) + "\n")
+    _write_text(paths["table"], format_table(pooled) + "\n")
+    return paths
+
+
+__all__ = ["EMDB_FPS", "FRAME_METRICS", "JITTER_IGNORED_JOINTS", "MPJAE_JOINTS",
+           "SEQUENCE_METRICS", "UNITS", "compare_bodies", "evaluate_emdb", "evaluate_sequence",
+           "evaluate_threedpw", "evaluate_threedpw_track", "format_table", "load_j_regressor",
+           "pool", "predicted_bodies", "sequence_jitter", "write_results"]
