@@ -24,6 +24,9 @@ Every loader checks what it reads: a missing file is a FileNotFoundError with th
 that cannot be read, a missing key, a wrong shape, a NaN (naming the key and the first bad frame)
 or a frame count that differs from the video's (naming both counts) is an `InputError` naming the
 file.
+
+Why one module: every loader produces and validates the same `Init`, and the checks (shapes,
+NaNs, frame counts) and the camera conventions they share are one contract kept in one place.
 """
 from __future__ import annotations
 
