@@ -271,12 +271,7 @@ def evaluate_emdb(sequences, predictions, body_pred, gt_bodies=None, *, split: s
             log.info("EMDB %d/%d %s: MPJPE %.1f mm, PA-MPJPE %.1f mm over %d frames", i + 1,
                      len(sequences), seq.name, r["mpjpe"].mean(), r["pa_mpjpe"].mean(),
                      r["frames"].size)
-    pooled = pool(results)
-    pooled["split"] = split
-    pooled["out_dir"] = out_dir
-    if out_dir is not None:
-        write_results(out_dir, results, pooled)
-    return pooled
+    return _pool_and_write(results, split, out_dir)
 
 
 # --------------------------------------------------------------------------- 3DPW
@@ -401,15 +396,21 @@ def evaluate_threedpw(sequences, predictions, body_pred, gt_bodies=None, *, spli
             pose, betas = _lookup_prediction(predictions, seq.track_name(p), seq, p)
             results[seq.track_name(p)] = evaluate_threedpw_track(
                 pose, betas, seq, p, body_pred, gt_bodies, j_regressor=j_regressor)
+    return _pool_and_write(results, split, out_dir)
+
+
+# --------------------------------------------------------------------------- pooling and output
+
+
+def _pool_and_write(results: Mapping[str, Any], split, out_dir: Optional[str]) -> dict:
+    """`pool` the per-sequence results, label them with the split and output folder, and write
+    them there when one is given (the last step of `evaluate_emdb` and `evaluate_threedpw`)."""
     pooled = pool(results)
     pooled["split"] = split
     pooled["out_dir"] = out_dir
     if out_dir is not None:
         write_results(out_dir, results, pooled)
     return pooled
-
-
-# --------------------------------------------------------------------------- pooling and output
 def _finite_mean(values):
     values = np.asarray(values, np.float64)
     values = values[np.isfinite(values)]

@@ -36,7 +36,7 @@ import dataclasses
 import logging
 import os
 import re
-from typing import Mapping, Optional
+from typing import Optional
 
 import numpy as np
 
@@ -218,9 +218,6 @@ def gt_camera_frame(seq: Sequence, body_for_gender, *, frames=None, vertices: bo
       CameraFrameBody: root_rotmat (k, 3, 3) = R_ext · R_root, global_rotmats (k, 24, 3, 3),
       joints (k, 24, 3), vertices (k, V, 3) or None, frames (k,).
     """
-    if isinstance(body_for_gender, Mapping):
-        body, _ = gt_body_for(seq.gender, body_for_gender, None)
-    else:
-        body = body_for_gender
+    body, _ = gt_body_for(seq.gender, body_for_gender, None)  # a mapping or one body
     return camera_frame_smpl(body, seq.poses, seq.betas, seq.trans, seq.extrinsics,
                              frames=frames, vertices=vertices, chunk=chunk)

@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import glob
 import os
-from typing import Mapping
 
 import numpy as np
 
@@ -160,9 +159,6 @@ def gt_camera_frame(seq: Sequence, person: int, body_for_gender, *, frames=None,
     body_for_gender: a BodyModel, or a mapping gender -> BodyModel ('male' / 'female').
     frames: optional frame indices (e.g. seq.people[p].valid_frames)."""
     who = seq.people[person]
-    if isinstance(body_for_gender, Mapping):
-        body, _ = gt_body_for(who.gender, body_for_gender, None)
-    else:
-        body = body_for_gender
+    body, _ = gt_body_for(who.gender, body_for_gender, None)  # a mapping or one body
     return camera_frame_smpl(body, who.poses, who.betas, who.trans, seq.cam_poses,
                              frames=frames, vertices=vertices, chunk=chunk)
