@@ -217,3 +217,50 @@ def optimize_config() -> ml_collections.ConfigDict:
     c.temporal_smoothing = 0
     c.lock()
     return c
+
+
+def default_job_config() -> ml_collections.ConfigDict:
+    """NeuHMR's end-to-end default job (`python -m neuhmr_jax.default_job`), sized for a 2-core
+    CPU: ImpHMR's default job (the init), the synthetic GHN, held-out monocular clips, NeuHMR and
+    keypoint fitting. Every part's own config is nested (`--config.ghn.train.num_steps=...`)."""
+    from imphmr_jax.config import synthetic_config
+    c = ml_collections.ConfigDict()
+    c.name = "neuhmr_default_job"
+    c.reuse = True                    # [I] reuse a finished ImpHMR run / GHN run / rendered clips
+    c.imphmr = synthetic_config()     # ImpHMR's default job: the estimator of the init
+    c.imphmr.eval.harder_splits = False  # reported by ImpHMR's own job; not needed here
+
+    c.ghn = ghn_synthetic_config()
+    c.ghn.train.num_steps = 600       # [I] ~10 min on 2 cores (the job's time budget)
+    c.ghn.train.eval_every = 600
+    c.ghn.train.checkpoint_every = 200
+    c.ghn.eval.max_targets = 16
+
+    k = c.clips = ml_collections.ConfigDict()
+    k.num_clips = 4                   # [I] held-out people (the video stream's test split)
+    k.num_frames = 30                 # [I] 3 s at 10 frames/s
+    k.image_size = 128                # [I] ImpHMR's input size; NeuHMR works at the GHN's
+    k.seed = 0
+    k.split = "test"
+    k.use_masks = False               # [I] True: give NeuHMR the clips' GT masks (W vs mask term)
+
+    d = c.detector = ml_collections.ConfigDict()   # 2D keypoints for keypoint fitting
+    d.noise_px = 2.0                  # [I] Gaussian std at the clips' image size (128 px)
+    d.outlier_prob = 0.05             # [I] share of joints detected elsewhere (low confidence)
+    d.outlier_px = 20.0               # [I] typical displacement of an outlier
+    d.seed = 0
+
+    f = c.fitting = ml_collections.ConfigDict()
+    f.steps = 100                     # keypoint fitting (neuhmr_jax.baselines.fit_keypoints)
+    f.lr = 0.01
+
+    c.optimize = optimize_config()
+    c.optimize.unlock()
+    c.optimize.ghn_workdir = ""       # set by the job to <workdir>/ghn
+    c.optimize.motion_field.hidden = 128  # [I] CPU size
+    c.optimize.optim.steps = 300      # [I] per clip (CPU budget)
+    c.optimize.optim.progress = True
+    c.optimize.lock()
+    c.overlay_clips = 1               # [I] before/after overlay videos written for this many clips
+    c.lock()
+    return c
