@@ -182,60 +182,55 @@ def neuhmr_refine(config, clips, init_by_clip: dict, ghn_dir: str, out: str) -> 
 
 
 # ------------------------------------------------------------------------------------- report
-def _row(name: str, pooled: dict) -> str:
-    m = pooled["metrics"] if "metrics" in pooled else pooled
-    return (f"| {name:<17} | {m['mpjpe']:7.1f} | {m['pa_mpjpe']:8.1f} | {m['pve']:7.1f} | "
-            f"{m.get('accel_error', float('nan')):6.1f} |")
-
-
 def report(clips, results: dict, workdir: str, timings: dict, config) -> dict:
-    """Tables (pooled, per family, per joint), results.json / results.md and errors.png."""
+    """The comparison (pooled, per motion family, per joint, per clip) printed and written to
+    <workdir>/results.md, results.json and errors.png; returns the summary."""
     from neuhmr_jax import evaluation
     pooled = {name: evaluation.pool(r) for name, r in results.items()}
+    by_family = {name: evaluation.pool_by(r, "family") for name, r in results.items()}
     init_m = pooled["init"]["metrics"]
-    change = {name: {k: (pooled[name]["metrics"][k] / init_m[k] - 1.0)
+    change = {name: {k: pooled[name]["metrics"][k] / init_m[k] - 1.0
                      for k in ("mpjpe", "pa_mpjpe", "pve")} for name in results}
-    head = ("| method            | MPJPE   | PA-MPJPE | PVE     | accel  |\n"
-            "|-------------------|---------|----------|---------|--------|")
-    lines = [head] + [_row(name, pooled[name]) for name in results]
-    families = sorted({c.family for c in clips})
-    fam_lines = []
-    for fam in families:
-        names = [c.name for c in clips if c.family == fam]
-        fam_lines.append(f"\n{fam} ({len(names)} clips)\n\n{head}")
-        for method, r in results.items():
-            fam_lines.append(_row(method, evaluation.pool({n: r[n] for n in names})))
-    per_joint = evaluation.format_per_joint({name: pooled[name] for name in results})
+    joints = evaluation.joint_names(len(pooled["init"]["joint_mpjpe"]))
+    per_joint = {name: np.asarray(p["joint_mpjpe"], np.float64) for name, p in pooled.items()}
+    delta = per_joint["NeuHMR"] - per_joint["init"]
+    helped = [joints[j] for j in np.argsort(delta)[:3] if delta[j] < 0]
+    hurt = [joints[j] for j in np.argsort(-delta)[:3] if delta[j] > 0]
+    verdict = (
+        "NeuHMR vs init: MPJPE {:+.1f}%, PA-MPJPE {:+.1f}%, PVE {:+.1f}%; keypoint fitting vs "
+        "init: MPJPE {:+.1f}%, PVE {:+.1f}%.".format(
+            100 * change["NeuHMR"]["mpjpe"], 100 * change["NeuHMR"]["pa_mpjpe"],
+            100 * change["NeuHMR"]["pve"], 100 * change["keypoint fitting"]["mpjpe"],
+            100 * change["keypoint fitting"]["pve"]))
+    joints_line = (f"Joints NeuHMR helps most: {', '.join(helped) or 'none'}; hurts most: "
+                   f"{', '.join(hurt) or 'none'}.")
+    o = config.optimize
+    intro = (f"{len(clips)} held-out clips x {clips[0].num_frames} frames (people neither model "
+             f"saw, an orbiting camera); init = ImpHMR per frame; GHN "
+             f"{int(config.ghn.train.num_steps)} steps; NeuHMR {int(o.optim.steps)} steps of "
+             f"{int(o.optim.batch_frames)} frames per clip"
+             + (", with the clips' masks" if config.clips.use_masks else ", no masks") + ".",
+             "", verdict, joints_line, "",
+             "Time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()) + ".",
+             "", f"Overlays (before | after): {os.path.join(workdir, 'neuhmr')}")
+    pooled_table, page = evaluation.comparison_markdown(pooled, by_family,
+                                                        title="NeuHMR default job", intro=intro)
     summary = {
-        "pooled": {name: pooled[name]["metrics"] for name in results},
+        "pooled": {name: p["metrics"] for name, p in pooled.items()},
         "relative_to_init": change,
-        "per_joint_mpjpe": {name: pooled[name].get("per_joint_mpjpe") for name in results},
+        "joint_mpjpe": {name: v.tolist() for name, v in per_joint.items()},
+        "joint_names": list(joints),
         "clips": {c.name: {"family": c.family, "frames": c.num_frames} for c in clips},
         "seconds": timings,
         "neuhmr_mpjpe_reduction": -change["NeuHMR"]["mpjpe"],
         "neuhmr_pve_reduction": -change["NeuHMR"]["pve"],
+        "workdir": workdir,
     }
-    text = (f"# NeuHMR default job ({len(clips)} held-out clips x {clips[0].num_frames} frames, "
-            f"GHN {int(config.ghn.train.num_steps)} steps, NeuHMR "
-            f"{int(config.optimize.optim.steps)} steps per clip)\n\n"
-            "Errors in mm (accel: mm/frame²), camera frame, pelvis = hip midpoint.\n\n"
-            + "\n".join(lines)
-            + "\n\nNeuHMR vs init: MPJPE {:+.1f}%, PA-MPJPE {:+.1f}%, PVE {:+.1f}%; keypoint fitting"
-              " vs init: MPJPE {:+.1f}%\n".format(100 * change["NeuHMR"]["mpjpe"],
-                                                  100 * change["NeuHMR"]["pa_mpjpe"],
-                                                  100 * change["NeuHMR"]["pve"],
-                                                  100 * change["keypoint fitting"]["mpjpe"])
-            + "\n## Per motion family\n" + "\n".join(fam_lines)
-            + "\n\n## Per joint (MPJPE, mm)\n\n" + per_joint
-            + "\n\n## Time (s)\n\n" + "\n".join(f"- {k}: {v:.0f}" for k, v in timings.items())
-            + f"\n\noverlays: {os.path.join(workdir, 'neuhmr')}\n")
-    with open(os.path.join(workdir, "results.json"), "w") as f:
-        json.dump(summary, f, indent=2)
-    with open(os.path.join(workdir, "results.md"), "w") as f:
-        f.write(text)
-    evaluation.errors_figure({name: pooled[name] for name in results},
-                             os.path.join(workdir, "errors.png"))
-    print("\n" + text, flush=True)
+    evaluation.write_json(os.path.join(workdir, "results.json"), summary)
+    evaluation.write_text(os.path.join(workdir, "results.md"), page)
+    evaluation.plot_errors(os.path.join(workdir, "errors.png"), results, pooled)
+    print(f"\n{pooled_table}\n\n{verdict}\n{joints_line}\n"
+          f"results: {os.path.join(workdir, 'results.md')}", flush=True)
     return summary
 
 

@@ -29,6 +29,15 @@ joints regressed from the mesh with the midpoint of the LSP hips as pelvis; MPJP
 between the two translation-free meshes without any alignment (VIBE); acceleration error
 (mm/frame²) on the pelvis-centred joints over windows of three consecutive valid frames.
 
+Synthetic video split (`evaluate_clip`, `evaluate_synthetic`): the held-out clips of
+`neuhmr_jax.data.synthetic_clips`, every frame evaluated. Prediction and ground truth are posed
+with the SAME body (the clip's) from their camera-frame pose and β without translation; both are
+centred at their hip midpoint as for EMDB (`compare_bodies`: MPJPE, PA-MPJPE, PVE, PA-PVE, MPJAE,
+PA-MPJAE), plus the per-joint MPJPE ('joint_mpjpe', (T, 24) mm), the acceleration error on the
+centred joints (every window of three frames) and EMDB's jitter of both sides at the clip's fps
+(both without translation, so 'jitter' and 'jitter_gt' compare directly). Each result carries the
+clip's motion 'family' (`pool_by(results, 'family')` pools per family).
+
 Bodies: predictions use `body_pred`; the ground truth uses `gt_bodies` — None (the same body for
 every gender: the embedded default bodies have no genders, so results with them are not
 comparable with published numbers), one BodyModel, or a mapping gender -> BodyModel.
@@ -36,8 +45,9 @@ comparable with published numbers), one BodyModel, or a mapping gender -> BodyMo
 Units: positions in metres in, errors in millimetres out; angles in degrees; jitter in 10 m/s³;
 acceleration error in mm/frame².
 
-Why one module: the two protocols share the posing of predictions, the result layout, pooling and
-writing; the dataset readers are `neuhmr_jax.data`.
+Why one module: the three protocols share the posing of predictions, the result layout, pooling,
+the tables, the figure and writing; the dataset readers are `neuhmr_jax.data`, the command line
+`neuhmr_jax.eval`.
 """
 from __future__ import annotations
 
@@ -52,6 +62,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from imphmr_jax import metrics as _metrics
+from imphmr_jax.cli import InputError
 from neuhmr_jax.data import emdb, threedpw
 from neuhmr_jax.data.common import (CameraFrameBody, padded_size, forward_frames,
                                     global_rotations, gt_body_for, pose_rotmats)
@@ -399,6 +410,99 @@ def evaluate_threedpw(sequences, predictions, body_pred, gt_bodies=None, *, spli
     return _pool_and_write(results, split, out_dir)
 
 
+# --------------------------------------------------------------------------- synthetic clips
+SYNTHETIC_GT_BODY = "the clip's body (as the prediction)"
+
+
+def _init_like(pred, who: str):
+    """(poses, betas, source) of an `Init`-like prediction: an object with .poses / .betas (an
+    `inits.Init`), a mapping with 'poses' (or 'pose') and 'betas', or a (pose, betas) pair."""
+    if hasattr(pred, "poses") and hasattr(pred, "betas"):
+        return pred.poses, pred.betas, str(getattr(pred, "source", who))
+    if isinstance(pred, Mapping):
+        return pred["poses"] if "poses" in pred else pred["pose"], pred["betas"], who
+    pose, betas = pred[:2]
+    return pose, betas, who
+
+
+def evaluate_clip(pred_pose, pred_betas, clip, body, *, source: Optional[str] = None,
+                  block: int = BLOCK, chunk: int = 128) -> dict:
+    """The synthetic protocol's metrics of one clip (module doc), over every frame.
+
+    Args:
+      pred_pose: (T, 24, 3) / (T, 72) camera-frame axis-angle or (T, 24, 3, 3) matrices.
+      pred_betas: (10,) or (T, 10).
+      clip: a `synthetic_clips.SyntheticClip` (poses, betas, family, fps are read).
+      body: the clip's BodyModel: it poses the prediction and the ground truth.
+      source: where the prediction came from, for the frame-count error.
+    Returns:
+      dict: 'mpjpe', 'pa_mpjpe', 'pve', 'pa_pve' (mm), 'mpjae', 'pa_mpjae' (deg): (T,);
+      'joint_mpjpe' (T, 24) mm; 'accel_error' (T - 2,) mm/frame²; 'jitter', 'jitter_gt'
+      (10 m/s³ at the clip's fps); 'frames', 'name', 'protocol' ('synthetic'), 'gt_body',
+      'n_frames', 'family', 'fps'.
+    """
+    t = clip.num_frames
+    n = int(np.shape(pred_pose)[0])
+    if n != t:
+        raise InputError(f"{source or 'the prediction'} holds {n} frames but clip {clip.name} "
+                         f"has {t}: one prediction per frame is needed")
+    rot, betas = _prediction(pred_pose, pred_betas, t, np.arange(t), f"clip {clip.name}")
+    gt_rot, gt_betas = pose_rotmats(clip.poses), np.asarray(clip.betas, np.float64)
+    per, pred_j, gt_j = {}, [], []
+    for s in range(0, t, block):
+        e = min(s + block, t)
+        gt = predicted_bodies(body, gt_rot[s:e], _betas_block(gt_betas, s, e), chunk=chunk)
+        pred = predicted_bodies(body, rot[s:e], _betas_block(betas, s, e), chunk=chunk)
+        for k, v in compare_bodies(pred, gt).items():
+            per.setdefault(k, []).append(v)
+        pred_j.append(pred.joints)
+        gt_j.append(gt.joints)
+    out = {k: np.concatenate(v) for k, v in per.items()}
+    pred_j, gt_j = np.concatenate(pred_j), np.concatenate(gt_j)
+    pc, gc = _centre(pred_j, pred_j, SMPL_HIPS), _centre(gt_j, gt_j, SMPL_HIPS)
+    # Per-joint MPJPE: `metrics.mpjpe` of every joint on its own (a one-joint set per row).
+    joints = pc.shape[1]
+    out["joint_mpjpe"] = _np(_metrics.mpjpe(pc.reshape(-1, 1, 3), gc.reshape(-1, 1, 3))
+                             ).reshape(t, joints)
+    out["accel_error"] = _np(_metrics.accel_error(pc, gc)) if t >= 3 else np.zeros((0,))
+    out["jitter"] = sequence_jitter(pred_j, clip.fps)
+    out["jitter_gt"] = sequence_jitter(gt_j, clip.fps)
+    out.update(name=clip.name, protocol="synthetic", frames=np.arange(t),
+               gt_body=SYNTHETIC_GT_BODY, n_frames=t, family=str(clip.family),
+               fps=float(clip.fps))
+    return out
+
+
+def evaluate_synthetic(clips, predictions, body, *, progress: bool = False) -> dict:
+    """The synthetic protocol over clips; returns {clip name: `evaluate_clip` result} (pool it
+    with `pool`, per family with `pool_by(results, 'family')`, write it with `write_results`).
+
+    Args:
+      clips: a clips folder (read with `synthetic_clips.read_clips`) or a list of SyntheticClip.
+      predictions: mapping clip name -> `Init`-like (an `inits.Init`, {'poses', 'betas'} or
+        (poses, betas)), or a callable(clip) -> one of those; every frame of the clip.
+      body: the clips' BodyModel (`synthetic_clips.clips_info(dir)['body']`).
+    """
+    if isinstance(clips, (str, os.PathLike)):
+        from neuhmr_jax.data.synthetic_clips import read_clips
+        clips = read_clips(os.fspath(clips))
+    results = {}
+    for i, clip in enumerate(clips):
+        if callable(predictions):
+            pred = predictions(clip)
+        elif clip.name not in predictions:
+            raise KeyError(f"no prediction for clip {clip.name!r}; predictions has "
+                           f"{sorted(predictions)[:10]}{' ...' if len(predictions) > 10 else ''}")
+        else:
+            pred = predictions[clip.name]
+        pose, betas, source = _init_like(pred, f"prediction of {clip.name}")
+        results[clip.name] = r = evaluate_clip(pose, betas, clip, body, source=source)
+        if progress:
+            log.info("synthetic %d/%d %s (%s): MPJPE %.1f mm, PA-MPJPE %.1f mm", i + 1,
+                     len(clips), clip.name, clip.family, r["mpjpe"].mean(), r["pa_mpjpe"].mean())
+    return results
+
+
 # --------------------------------------------------------------------------- pooling and output
 
 
@@ -411,6 +515,8 @@ def _pool_and_write(results: Mapping[str, Any], split, out_dir: Optional[str]) -
     if out_dir is not None:
         write_results(out_dir, results, pooled)
     return pooled
+
+
 def _finite_mean(values):
     values = np.asarray(values, np.float64)
     values = values[np.isfinite(values)]
@@ -429,7 +535,9 @@ def pool(results_by_sequence: Mapping[str, Mapping[str, Any]]) -> dict:
       {'protocol', 'metrics': {name: value}, 'std': {name: std over frames / sequences},
        'sequence_weighted': {name: value}, 'units': {name: unit}, 'num_frames',
        'num_sequences', 'per_sequence': {name: {'num_frames', metric: mean, 'gt_body'}},
-       'gt_body': sorted distinct ground-truth body labels}
+       'gt_body': sorted distinct ground-truth body labels}; when every result has a
+      'joint_mpjpe' (the synthetic protocol) also 'joint_mpjpe' (J,) frame-weighted per-joint
+      MPJPE and 'joint_names', and per sequence its 'joint_mpjpe' (and 'family' when given).
     """
     if not results_by_sequence:
         raise ValueError("pool: no sequence results")
@@ -441,6 +549,10 @@ def pool(results_by_sequence: Mapping[str, Mapping[str, Any]]) -> dict:
     per_sequence = {}
     for seq_name, r in results_by_sequence.items():
         row = {"num_frames": int(np.asarray(r["frames"]).size), "gt_body": r.get("gt_body")}
+        if "family" in r:
+            row["family"] = str(r["family"])
+        if "joint_mpjpe" in r:
+            row["joint_mpjpe"] = _joint_means([r])
         for m in names:
             row[m] = (_finite_mean(r[m])[0] if m in FRAME_METRICS
                       else (float(r[m]) if np.isfinite(r[m]) else None))
@@ -455,7 +567,7 @@ def pool(results_by_sequence: Mapping[str, Mapping[str, Any]]) -> dict:
         metrics[m], std[m] = _finite_mean(values)
         seq_weighted[m] = _finite_mean([row[m] for row in per_sequence.values()
                                         if row[m] is not None])[0]
-    return {
+    out = {
         "protocol": protocols[0],
         "metrics": metrics,
         "std": std,
@@ -466,6 +578,36 @@ def pool(results_by_sequence: Mapping[str, Mapping[str, Any]]) -> dict:
         "per_sequence": per_sequence,
         "gt_body": sorted({str(row["gt_body"]) for row in per_sequence.values()}),
     }
+    if all("joint_mpjpe" in r for r in results_by_sequence.values()):
+        out["joint_mpjpe"] = _joint_means(results_by_sequence.values())
+        out["joint_names"] = list(joint_names(len(out["joint_mpjpe"])))
+    return out
+
+
+def _joint_means(results) -> list:
+    """Frame-weighted per-joint MPJPE (mm) of results holding 'joint_mpjpe' (k, J)."""
+    rows = [np.asarray(r["joint_mpjpe"], np.float64) for r in results]
+    stacked = np.concatenate([a.reshape(-1, a.shape[-1]) for a in rows])
+    return [float(v) for v in stacked.mean(axis=0)]
+
+
+def joint_names(num_joints: int = 24) -> tuple:
+    """Names of the first `num_joints` SMPL skeleton joints (`smpl_jax.joint_sets`)."""
+    names = tuple(_js.SMPL_JOINT_NAMES)
+    return names[:num_joints] if num_joints <= len(names) else tuple(
+        f"joint_{j}" for j in range(num_joints))
+
+
+def pool_by(results_by_sequence: Mapping[str, Mapping[str, Any]], key: str) -> dict:
+    """`pool` the sequences grouped by the value of `key` in their results (e.g. 'family' of the
+    synthetic clips): {value: pooled summary}, sorted by value. A result without `key` is a
+    ValueError naming the sequence."""
+    groups: dict = {}
+    for name, r in results_by_sequence.items():
+        if key not in r:
+            raise ValueError(f"pool_by: the result of {name!r} has no {key!r}")
+        groups.setdefault(str(r[key]), {})[name] = r
+    return {value: pool(groups[value]) for value in sorted(groups)}
 
 
 _LABELS = {"mpjpe": "MPJPE", "pa_mpjpe": "PA-MPJPE", "pve": "PVE", "pa_pve": "PA-PVE",
@@ -494,6 +636,163 @@ def format_table(pooled: Mapping[str, Any], *, per_sequence: bool = True,
     return "\n".join(lines)
 
 
+def metric_label(name: str) -> str:
+    """The printed name of a metric ('pa_mpjpe' -> 'PA-MPJPE')."""
+    return _LABELS.get(name, name)
+
+
+def summary_row(pooled: Mapping[str, Any]) -> dict:
+    """A `pool` summary as one table row: {'num_frames', metric: pooled value}."""
+    return {"num_frames": pooled["num_frames"], **pooled["metrics"]}
+
+
+def format_comparison(groups: Mapping[str, Mapping[str, Mapping[str, Any]]],
+                      units: Mapping[str, str], *, first_column: str = "sequence",
+                      digits: int = 1, bold: Optional[set] = None) -> str:
+    """A Markdown table comparing methods: one row per (group, method).
+
+    groups: {group label (a sequence, a motion family, 'all'): {method: row}}, a row being
+      {'num_frames', metric: value} (`pool`'s per_sequence rows, or `summary_row(pooled)`).
+    units: {metric: unit} (`pool`'s 'units'): the metrics shown, in order.
+    bold: group labels whose rows are printed in bold (e.g. the pooled one).
+    """
+    names = list(units)
+    bold = bold or set()
+
+    def fmt(v):
+        return "-" if v is None else f"{v:.{digits}f}"
+
+    lines = [f"| {first_column} | method | frames | " + " | ".join(
+        f"{_LABELS.get(m, m)} ({units[m]})" for m in names) + " |",
+        "|---|---|---:|" + "---:|" * len(names)]
+    for group, rows in groups.items():
+        for method, row in rows.items():
+            cells = [fmt(row.get(m)) for m in names]
+            if group in bold:
+                cells = [f"**{c}**" for c in cells]
+                group_cell = f"**{group}**"
+            else:
+                group_cell = group
+            lines.append(f"| {group_cell} | {method} | {row['num_frames']} | "
+                         + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def format_joint_table(columns: Mapping[str, Any], *, digits: int = 1) -> str:
+    """A Markdown table of per-joint MPJPE (mm): one row per SMPL joint, one column per entry of
+    `columns` ({label: (J,) values}, e.g. {method: pooled['joint_mpjpe']}), then their mean."""
+    labels = list(columns)
+    values = [np.asarray(columns[c], np.float64).reshape(-1) for c in labels]
+    if not values:
+        raise ValueError("format_joint_table: no columns")
+    names = joint_names(values[0].size)
+    lines = ["| joint | " + " | ".join(f"{c} (mm)" for c in labels) + " |",
+             "|---|" + "---:|" * len(labels)]
+    for j, name in enumerate(names):
+        lines.append(f"| {j} {name} | " + " | ".join(f"{v[j]:.{digits}f}" for v in values)
+                     + " |")
+    lines.append("| **mean** | " + " | ".join(f"**{v.mean():.{digits}f}**" for v in values)
+                 + " |")
+    return "\n".join(lines)
+
+
+def comparison_markdown(pooled_by_method: Mapping[str, Mapping[str, Any]],
+                        by_family: Optional[Mapping[str, Mapping[str, Any]]] = None, *,
+                        title: str = "Evaluation", intro: tuple = ()) -> tuple:
+    """Markdown comparing methods: (the pooled table, the whole page).
+
+    pooled_by_method: {method: `pool` summary} over the same sequences. by_family: optional
+    {method: `pool_by(results, 'family')`}. The page: `title`, the `intro` lines, then the
+    pooled table, one row per (family, method), the per-joint MPJPE when every summary has it
+    (`format_joint_table`) and one row per (sequence, method)."""
+    methods = list(pooled_by_method)
+    first = pooled_by_method[methods[0]]
+    units = first["units"]
+    label = f"all ({first['num_sequences']} sequences)"
+    pooled_table = format_comparison(
+        {label: {m: summary_row(p) for m, p in pooled_by_method.items()}}, units, bold={label})
+    lines = [f"# {title}", "", *intro, "",
+             f"Pooled: per-frame errors over all {first['num_frames']} evaluated frames of "
+             f"{first['num_sequences']} sequences (frame-weighted); jitter: mean over sequences.",
+             "", "## Pooled", "", pooled_table, ""]
+    if by_family:
+        families = by_family[methods[0]]
+        lines += ["## By motion family", "", format_comparison(
+            {f"{f} ({families[f]['num_sequences']})":
+             {m: summary_row(by_family[m][f]) for m in methods} for f in families},
+            units, first_column="family (clips)"), ""]
+    if all("joint_mpjpe" in p for p in pooled_by_method.values()):
+        lines += ["## Per joint", "", "MPJPE of each joint, both sides centred at their hip "
+                  "midpoint, pooled over all frames.", "",
+                  format_joint_table({m: p["joint_mpjpe"] for m, p in pooled_by_method.items()}),
+                  ""]
+    groups = {}
+    for seq, row in first["per_sequence"].items():
+        key = f"{seq} ({row['family']})" if row.get("family") else seq
+        groups[key] = {m: p["per_sequence"][seq] for m, p in pooled_by_method.items()}
+    lines += ["## Per sequence", "", format_comparison(groups, units), ""]
+    return pooled_table, "\n".join(lines)
+
+
+def plot_errors(path, results_by_method: Mapping[str, Mapping[str, Any]],
+                pooled_by_method: Mapping[str, Mapping[str, Any]], *,
+                max_curves: int = 12) -> str:
+    """A PNG comparing methods: per-joint MPJPE bars (the pooled MPJPE / PA-MPJPE / PVE / PA-PVE
+    when the results have no per-joint errors), and the per-frame MPJPE of the first
+    `max_curves` sequences, one curve per method. Returns the path."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    methods = list(results_by_method)
+    pooled = pooled_by_method
+    seqs = list(results_by_method[methods[0]])
+    shown = seqs[:max_curves]
+    ncols = min(3, len(shown))
+    nrows = math.ceil(len(shown) / ncols)
+    fig = plt.figure(figsize=(max(12.0, 4.0 * ncols), 4.2 + 2.6 * nrows))
+    grid = fig.add_gridspec(1 + nrows, ncols, height_ratios=[1.6] + [1.0] * nrows)
+    ax = fig.add_subplot(grid[0, :])
+    if all("joint_mpjpe" in pooled[m] for m in methods):
+        labels = joint_names(len(pooled[methods[0]]["joint_mpjpe"]))
+        values = {m: pooled[m]["joint_mpjpe"] for m in methods}
+        ax.set_title("per-joint MPJPE (hip-midpoint aligned), pooled")
+    else:
+        keys = [k for k in ("mpjpe", "pa_mpjpe", "pve", "pa_pve")
+                if k in pooled[methods[0]]["metrics"]]
+        labels = [metric_label(k) for k in keys]
+        values = {m: [pooled[m]["metrics"][k] or 0.0 for k in keys] for m in methods}
+        ax.set_title("pooled errors")
+    x, width = np.arange(len(labels)), 0.8 / len(methods)
+    for i, m in enumerate(methods):
+        ax.bar(x + (i - (len(methods) - 1) / 2) * width, values[m], width, label=m)
+    many = len(labels) > 6
+    ax.set_xticks(x)
+    ax.set_xticklabels(labels, rotation=60 if many else 0, ha="right" if many else "center",
+                       fontsize=8)
+    ax.set_ylabel("mm")
+    ax.legend(fontsize=8)
+    for k, s in enumerate(shown):
+        a = fig.add_subplot(grid[1 + k // ncols, k % ncols])
+        for m in methods:
+            r = results_by_method[m][s]
+            a.plot(np.asarray(r["frames"]), np.asarray(r["mpjpe"]), label=m, lw=1.2)
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))
+        a.set_title(s, fontsize=9)
+        a.set_xlabel("frame", fontsize=8)
+        a.set_ylabel("MPJPE (mm)", fontsize=8)
+        a.tick_params(labelsize=7)
+    if len(shown) < len(seqs):
+        fig.suptitle(f"per-frame MPJPE of the first {len(shown)} of {len(seqs)} sequences",
+                     fontsize=9, y=0.995)
+    fig.tight_layout()
+    fig.savefig(os.fspath(path), dpi=100)
+    plt.close(fig)
+    return os.fspath(path)
+
+
 def _jsonable(x):
     if isinstance(x, Mapping):
         return {str(k): _jsonable(v) for k, v in x.items()}
@@ -517,6 +816,21 @@ def _write_text(path, text):
     os.replace(tmp, path)
 
 
+def write_text(path, text: str) -> str:
+    """Write `text` to `path` atomically; returns the path."""
+    _write_text(os.fspath(path), text)
+    return os.fspath(path)
+
+
+def write_json(path, obj, *, indent: Optional[int] = 2) -> str:
+    """Write `obj` as strict JSON (numpy arrays as lists, non-finite values as null) atomically;
+    returns the path."""
+    path = os.fspath(path)
+    _write_text(path, json.dumps(_jsonable(obj), indent=indent, sort_keys=indent is not None)
+                + "\n")
+    return path
+
+
 def write_results(out_dir, results_by_sequence: Mapping[str, Mapping[str, Any]],
                   pooled: Optional[Mapping[str, Any]] = None,
                   meta: Optional[Mapping[str, Any]] = None) -> dict:
@@ -532,7 +846,8 @@ def write_results(out_dir, results_by_sequence: Mapping[str, Mapping[str, Any]],
     for seq_name, r in results_by_sequence.items():
         per_frame[seq_name] = {k: v for k, v in r.items()
                                if k in FRAME_METRICS + SEQUENCE_METRICS
-                               or k in ("frames", "gt_body", "joints", "n_frames")}
+                               or k in ("frames", "gt_body", "joints", "n_frames", "family",
+                                        "fps", "joint_mpjpe")}
     paths = {"summary": os.path.join(out_dir, "summary.json"),
              "per_frame": os.path.join(out_dir, "per_frame.json"),
              "table": os.path.join(out_dir, "table.md")}
@@ -543,6 +858,10 @@ def write_results(out_dir, results_by_sequence: Mapping[str, Mapping[str, Any]],
 
 
 __all__ = ["EMDB_FPS", "FRAME_METRICS", "JITTER_IGNORED_JOINTS", "MPJAE_JOINTS",
-           "SEQUENCE_METRICS", "UNITS", "compare_bodies", "evaluate_emdb", "evaluate_sequence",
-           "evaluate_threedpw", "evaluate_threedpw_track", "format_table", "load_j_regressor",
-           "pool", "predicted_bodies", "sequence_jitter", "write_results"]
+           "SEQUENCE_METRICS", "SYNTHETIC_GT_BODY", "UNITS", "compare_bodies",
+           "comparison_markdown", "evaluate_clip", "evaluate_emdb", "evaluate_sequence",
+           "evaluate_synthetic", "evaluate_threedpw", "evaluate_threedpw_track",
+           "format_comparison", "format_joint_table", "format_table", "joint_names",
+           "load_j_regressor", "metric_label", "plot_errors", "pool", "pool_by",
+           "predicted_bodies", "sequence_jitter", "summary_row", "write_json", "write_results",
+           "write_text"]
