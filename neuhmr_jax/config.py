@@ -237,7 +237,7 @@ def default_job_config() -> ml_collections.ConfigDict:
     c.ghn.eval.max_targets = 16
 
     k = c.clips = ml_collections.ConfigDict()
-    k.num_clips = 4                   # [I] held-out people (the video stream's test split)
+    k.num_clips = 2                   # [I] held-out people (the video stream's test split)
     k.num_frames = 30                 # [I] 3 s at 10 frames/s
     k.image_size = 128                # [I] ImpHMR's input size; NeuHMR works at the GHN's
     k.seed = 0
@@ -258,7 +258,9 @@ def default_job_config() -> ml_collections.ConfigDict:
     c.optimize.unlock()
     c.optimize.ghn_workdir = ""       # set by the job to <workdir>/ghn
     c.optimize.motion_field.hidden = 128  # [I] CPU size
-    c.optimize.optim.steps = 300      # [I] per clip (CPU budget)
+    c.optimize.optim.steps = 150      # [I] per clip (CPU budget: ~2 s per step on 2 cores)
+    c.optimize.optim.batch_frames = 4     # [I] CPU size (each frame visited 20 times)
+    c.optimize.optim.rays_per_frame = 128  # [I] CPU size
     c.optimize.optim.progress = True
     c.optimize.lock()
     c.overlay_clips = 1               # [I] before/after overlay videos written for this many clips

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from typing import Optional
 
 import numpy as np
 
@@ -153,14 +154,17 @@ def keypoint_fits(config, clips, init_by_clip: dict, body) -> dict:
     return out
 
 
-def neuhmr_refine(config, clips, init_by_clip: dict, ghn_dir: str, out: str) -> dict:
-    """NeuHMR on every clip against the frozen GHN; writes <out>/<clip> (refined.npz, overlay
-    for the first config.overlay_clips clips)."""
+def neuhmr_refine(config, clips, init_by_clip: dict, ghn_dir: str, out: str, *,
+                  overlay_clips: Optional[int] = None) -> dict:
+    """NeuHMR on every clip against the GHN (its checkpoint `config.optimize.ghn_checkpoint`);
+    writes <out>/<clip> (refined.npz, ..., the overlay for the first `overlay_clips` clips,
+    default config.overlay_clips). Returns {clip: Init}."""
     from neuhmr_jax import optimize
     from neuhmr_jax.data.inits import Init
     from neuhmr_jax.train_ghn import load_ghn
-    ghn, variables, ghn_config = load_ghn(ghn_dir)
     oc = config.optimize
+    ghn, variables, ghn_config = load_ghn(ghn_dir, str(oc.ghn_checkpoint))
+    overlay_clips = config.overlay_clips if overlay_clips is None else overlay_clips
     side = oc.image_side if oc.image_side is not None else int(ghn_config.data.image_size)
     result = {}
     for i, clip in enumerate(clips):
@@ -171,7 +175,7 @@ def neuhmr_refine(config, clips, init_by_clip: dict, ghn_dir: str, out: str) -> 
                                   progress=bool(oc.optim.progress))
         seconds = time.time() - t
         optimize.write_outputs(os.path.join(out, clip.name), video, init, refined, ghn.body,
-                               overlay=i < int(config.overlay_clips), overlay_side=256,
+                               overlay=i < int(overlay_clips), overlay_side=256,
                                fps=clip.fps, config=oc)
         result[clip.name] = Init(refined.poses, refined.betas, refined.transl,
                                  source=f"NeuHMR on {clip.name}")
