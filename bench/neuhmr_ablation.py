@@ -76,7 +76,6 @@ def main(argv=None) -> dict:
     from neuhmr_jax.config import default_job_config
     from neuhmr_jax.data import inits as inits_lib
     from neuhmr_jax.data import synthetic_clips
-    from neuhmr_jax.train_ghn import load_ghn  # noqa: F401 - fail early when unavailable
 
     workdir = os.path.abspath(args.workdir)
     out = os.path.abspath(args.out or os.path.join(workdir, "ablation"))
